@@ -1,0 +1,270 @@
+"""SessionActor: one Ray actor per session. It owns the session's compute handle (adapter +
+sandbox record), its transcript writer and its metrics, and is their only writer.
+
+Every transcript entry is committed to the store before the call that produced it returns,
+so an actor crash loses nothing that was acknowledged; on restart the actor reloads from the
+store and says in the transcript what could not be kept (interpreter state).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import ray
+
+from cerver.actors.provisioning import Provisioner
+from cerver.adapters.base import ExecEvent, ExecRequest, ExecResult, SandboxRecord
+from cerver.config import Settings
+from cerver.errors import CerverError, Conflict, ProviderError, SessionClosed
+from cerver.metrics import MetricsState
+from cerver.models import ComputeChoice
+from cerver.store import SessionRow, Store
+
+
+class SessionCore:
+    """The actor's logic, plain async Python (the Ray actor below only hosts it)."""
+
+    def __init__(self, settings: Settings, session_id: str, *, restarted: bool = False) -> None:
+        self.settings = settings
+        self.session_id = session_id
+        self.store = Store.open(settings.database_url)
+        self.provisioner = Provisioner(settings, self.store)
+        self._row: SessionRow | None = None
+        self._record: SandboxRecord | None = None
+        self._restarted = restarted
+        self._loaded = False
+        self._lock = asyncio.Lock()
+
+    # --- loading -------------------------------------------------------------------------
+    async def _load(self) -> SessionRow:
+        if not self._loaded:
+            row = await asyncio.to_thread(self.store.sessions.get, self.session_id)
+            if row is None:
+                raise Conflict(f"session {self.session_id} does not exist in the store")
+            self._row = row
+            if row.compute_id:
+                compute = await asyncio.to_thread(self.store.computes.get, row.compute_id)
+                if compute is not None and compute.record:
+                    self._record = SandboxRecord.model_validate(compute.record)
+            self._loaded = True
+            if self._restarted and row.status != "closed":
+                await self._append(
+                    "system",
+                    {
+                        "event": "actor_restarted",
+                        "message": "the session's host process restarted; in-memory "
+                        "interpreter state (python variables) was lost, files were kept",
+                    },
+                )
+                self._restarted = False
+        assert self._row is not None
+        return self._row
+
+    def _metrics(self) -> MetricsState:
+        assert self._row is not None
+        return MetricsState.load(self._row.metrics)
+
+    async def _append(
+        self, type_: str, content: dict[str, Any], metrics: MetricsState | None = None
+    ) -> int:
+        values: dict[str, Any] | None = None
+        if metrics is not None:
+            values = {"metrics": metrics.dump()}
+        seq = await asyncio.to_thread(
+            self.store.sessions.append, self.session_id, type_, content, session_values=values
+        )
+        if metrics is not None and self._row is not None:
+            self._row.metrics = metrics.dump()
+        return seq
+
+    # --- compute -------------------------------------------------------------------------
+    async def attach(self, choice: ComputeChoice | None, reason: str) -> dict[str, Any]:
+        """Provision (or adopt) a compute and bind it; releases the previous one (a swap).
+        On failure the previous compute stays bound and the transcript says what failed."""
+        async with self._lock:
+            row = await self._load()
+            if row.status == "closed":
+                raise SessionClosed(f"session {self.session_id} is closed; create a new one")
+            metrics = self._metrics()
+            old = (row.compute_id, self._record)
+            now = time.time()
+            if choice is None:
+                new = None
+            else:
+                try:
+                    new = await self.provisioner.provision(row, choice)
+                except CerverError as exc:
+                    metrics.op(ok=False)
+                    await self._append(
+                        "compute",
+                        {"event": "provision_failed", "reason": reason, "error": exc.to_body()},
+                        metrics,
+                    )
+                    raise
+                metrics.op(ok=True)
+                metrics.provision_time_ms = round(new.provision_time_ms, 3)
+                metrics.attach(new.provider, new.price_per_hour_usd, now)
+            if new is None:
+                metrics.detach(now)
+            values = {
+                "provider": new.provider if new else None,
+                "compute_id": new.compute_id if new else None,
+                "status": "ready",
+                "runtime": new.record.runtime if new else row.runtime,
+            }
+            await asyncio.to_thread(self.store.sessions.update, self.session_id, **values)
+            for key, value in values.items():
+                setattr(row, key, value)
+            self._record = new.record if new else None
+            await self._append(
+                "compute",
+                {
+                    "event": "attached" if new else "detached",
+                    "reason": reason,
+                    "provider": values["provider"],
+                    "compute_id": values["compute_id"],
+                    "sandbox_id": new.record.sandbox_id if new else None,
+                    "isolation": new.record.isolation if new else None,
+                    "provision_time_ms": metrics.provision_time_ms if new else None,
+                    "previous_compute_id": old[0],
+                },
+                metrics,
+            )
+            if old[0] and old[1] is not None:
+                await self.provisioner.release(old[0], old[1])
+            return {
+                "provider": values["provider"],
+                "compute_id": values["compute_id"],
+                "sandbox_id": new.record.sandbox_id if new else None,
+                "isolation": new.record.isolation if new else None,
+            }
+
+    async def close(self) -> None:
+        async with self._lock:
+            row = await self._load()
+            if row.status == "closed":
+                return
+            metrics = self._metrics()
+            now = time.time()
+            metrics.detach(now)
+            if row.compute_id and self._record is not None:
+                await self.provisioner.release(row.compute_id, self._record)
+            await asyncio.to_thread(
+                self.store.sessions.update, self.session_id, status="closed", closed_at=now
+            )
+            row.status = "closed"
+            await self._append("system", {"event": "closed"}, metrics)
+            self._record = None
+            await self.provisioner.close()
+
+    # --- running -------------------------------------------------------------------------
+    async def _ready(self) -> tuple[SessionRow, SandboxRecord]:
+        row = await self._load()
+        if row.status == "closed":
+            raise SessionClosed(f"session {self.session_id} is closed; create a new session")
+        if self._record is None or row.provider is None or row.compute_id is None:
+            raise self.provisioner.no_compute_error(row)
+        return row, self._record
+
+    async def run(self, request: ExecRequest, received_at: float) -> dict[str, Any]:
+        row, record = await self._ready()
+        adapter = self.provisioner.adapter(row.provider or "")
+        try:
+            result = await adapter.run(record, request)
+        except ProviderError as exc:
+            metrics = self._metrics()
+            metrics.op(ok=False)
+            await self._append(
+                "exec", {**_exec_content(request), "error": exc.to_body()}, metrics
+            )
+            raise
+        latency_ms = (time.time() - received_at) * 1000.0
+        metrics = self._metrics()
+        metrics.op(ok=True)
+        metrics.exec_done(latency_ms, time.time())
+        seq = await self._append(
+            "exec", {**_exec_content(request), "result": _result_content(result)}, metrics
+        )
+        return {
+            "result": result.model_dump(),
+            "seq": seq,
+            "provider": row.provider,
+            "compute_id": row.compute_id,
+            "latency_ms": latency_ms,
+        }
+
+    async def run_stream(
+        self, request: ExecRequest, received_at: float
+    ) -> AsyncIterator[dict[str, Any]]:
+        row, record = await self._ready()
+        adapter = self.provisioner.adapter(row.provider or "")
+        open_ms = (time.time() - received_at) * 1000.0
+        yield {"type": "start", "provider": row.provider, "stream_open_ms": open_ms}
+        final: ExecResult | None = None
+        try:
+            async for event in adapter.run_stream(record, request):
+                if event.type == "exit":
+                    final = event.result
+                    continue
+                yield event.model_dump(exclude_none=True)
+        finally:
+            metrics = self._metrics()
+            metrics.op(ok=final is not None)
+            content = _exec_content(request) | {"stream": True}
+            if final is not None:
+                latency_ms = (time.time() - received_at) * 1000.0
+                metrics.exec_done(latency_ms, time.time(), stream=True, stream_open_ms=open_ms)
+                content["result"] = _result_content(final)
+            else:
+                content["result"] = {"abandoned": True}
+            seq = await asyncio.shield(self._append("exec", content, metrics))
+        if final is not None:
+            yield ExecEvent(type="exit", result=final).model_dump() | {"seq": seq}
+
+
+def _exec_content(request: ExecRequest) -> dict[str, Any]:
+    return {
+        "language": request.language,
+        "code": request.code,
+        "cwd": request.cwd,
+        "timeout_s": request.timeout_s,
+        # Environment values may hold secrets: the transcript keeps the names only.
+        "env_names": sorted(request.env),
+    }
+
+
+def _result_content(result: ExecResult) -> dict[str, Any]:
+    return result.model_dump(exclude={"interpreter_restarted"}) | (
+        {"interpreter_restarted": True} if result.interpreter_restarted else {}
+    )
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
+class SessionActor:
+    """Ray host of a SessionCore: detached, named after the session, restartable."""
+
+    def __init__(self, settings: Settings, session_id: str) -> None:
+        restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        self.core = SessionCore(settings, session_id, restarted=restarted)
+
+    async def attach(self, choice: ComputeChoice | None, reason: str) -> dict[str, Any]:
+        return await self.core.attach(choice, reason)
+
+    async def run(self, request: ExecRequest, received_at: float) -> dict[str, Any]:
+        return await self.core.run(request, received_at)
+
+    async def run_stream(
+        self, request: ExecRequest, received_at: float
+    ) -> AsyncIterator[dict[str, Any]]:
+        async for item in self.core.run_stream(request, received_at):
+            yield item
+
+    async def close(self) -> None:
+        await self.core.close()
+
+    async def pid(self) -> int:
+        return os.getpid()

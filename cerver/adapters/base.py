@@ -1,0 +1,152 @@
+"""The compute contract every provider implements.
+
+An adapter only *acts*: what a provider *is* (runtimes, capabilities, prices, latency
+profiles) is data in the catalog. Adapters are async, hold no durable state of their own
+(a ``SandboxRecord`` is plain data, storable, and enough to reconnect after a restart),
+and translate vendor errors at their edge into ``cerver.errors`` with ``raise ... from``.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from cerver.config import Settings
+
+Language = Literal["shell", "python", "node"]
+LANGUAGES: tuple[str, ...] = ("shell", "python", "node")
+
+
+class Resources(BaseModel):
+    cpu: float | None = None
+    memory_mb: int | None = None
+    gpu: int | None = None
+    custom: dict[str, float] = Field(default_factory=dict)
+
+
+class SandboxSpec(BaseModel):
+    """What to provision. ``options`` carries provider-specific knobs (validated by the adapter)."""
+
+    account_id: str
+    runtime: Language = "shell"
+    env: dict[str, str] = Field(default_factory=dict)
+    network: bool = False
+    timeout_s: float | None = None
+    resources: Resources = Field(default_factory=Resources)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class SandboxRecord(BaseModel):
+    """Plain, storable data describing one provisioned sandbox."""
+
+    provider: str
+    sandbox_id: str
+    created_at: float = Field(default_factory=time.time)
+    runtime: Language = "shell"
+    isolation: str = "none"  # e.g. "bwrap", "rlimits", "remote"
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class ExecRequest(BaseModel):
+    code: str
+    language: Language = "shell"
+    timeout_s: float = 60.0
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None  # relative to the sandbox workspace
+
+
+class ExecResult(BaseModel):
+    stdout: str = ""
+    stderr: str = ""
+    exit_code: int = 0
+    duration_ms: float = 0.0
+    timed_out: bool = False
+    truncated: bool = False
+    # Python: the traceback text of an uncaught exception (also in stderr).
+    error: str | None = None
+    # Set when the provider had to restart a stateful interpreter (state was lost).
+    interpreter_restarted: bool = False
+
+
+class ExecEvent(BaseModel):
+    """One streamed event: an output chunk, or the final ``exit`` carrying the whole result."""
+
+    type: Literal["stdout", "stderr", "exit"]
+    data: str = ""
+    result: ExecResult | None = None
+
+
+class InstallRequest(BaseModel):
+    package: str
+    manager: Literal["pip", "npm"] = "pip"
+    timeout_s: float = 300.0
+
+
+class InstallResult(BaseModel):
+    success: bool
+    output: str = ""
+    duration_ms: float = 0.0
+
+
+class SandboxState(BaseModel):
+    status: str  # running | stopped | lost | ...
+    provider: str
+    sandbox_id: str
+    user_state: dict[str, Any] = Field(default_factory=dict)
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ComputeAdapter(abc.ABC):
+    """One provider's implementation of the compute contract.
+
+    Instances are created per process (e.g. inside a session actor) with the server
+    settings and the account's resolved credentials for this provider (possibly empty).
+    """
+
+    name: str
+
+    def __init__(self, settings: Settings, credentials: dict[str, str] | None = None) -> None:
+        self.settings = settings
+        self.credentials = credentials or {}
+
+    @abc.abstractmethod
+    async def create_sandbox(self, spec: SandboxSpec) -> SandboxRecord: ...
+
+    @abc.abstractmethod
+    async def run(self, record: SandboxRecord, request: ExecRequest) -> ExecResult: ...
+
+    @abc.abstractmethod
+    def run_stream(self, record: SandboxRecord, request: ExecRequest) -> AsyncIterator[ExecEvent]:
+        """Async generator of events; the last one is ``exit``. Closing it early must stop
+        and reap the process."""
+
+    @abc.abstractmethod
+    async def install_package(self, record: SandboxRecord, request: InstallRequest) -> InstallResult: ...
+
+    @abc.abstractmethod
+    async def write_file(self, record: SandboxRecord, path: str, data: bytes) -> None: ...
+
+    @abc.abstractmethod
+    async def read_file(self, record: SandboxRecord, path: str) -> bytes: ...
+
+    @abc.abstractmethod
+    async def get_state(self, record: SandboxRecord) -> SandboxState: ...
+
+    @abc.abstractmethod
+    async def set_state(self, record: SandboxRecord, state: dict[str, Any]) -> SandboxState: ...
+
+    @abc.abstractmethod
+    async def delete_sandbox(self, record: SandboxRecord) -> None:
+        """Release everything. Idempotent: deleting twice is not an error."""
+
+    async def is_alive(self, record: SandboxRecord) -> bool:
+        """Whether the sandbox still exists at the provider (used on wake / restart)."""
+        state = await self.get_state(record)
+        return state.status not in ("lost", "stopped", "failed")
+
+    async def close(self) -> None:
+        """Release process-local resources (connections, child processes) of this instance."""

@@ -1,0 +1,125 @@
+"""`cerver serve | token | stress` — the command line."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from typing import Annotated
+
+import typer
+
+from cerver.config import ConfigError, Settings, prepare_home
+
+app = typer.Typer(help="Cerver on Ray: one stable doorway into execution.", no_args_is_help=True)
+token_app = typer.Typer(help="Accounts and API tokens.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+
+def _settings(host: str | None = None, port: int | None = None) -> Settings:
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    updates = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    return settings.model_copy(update=updates)
+
+
+def _prepare_home(settings: Settings) -> None:
+    prepare_home(settings)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind (CERVER_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to bind (CERVER_PORT).")] = None,
+) -> None:
+    """Start Ray (or join RAY_ADDRESS), deploy the Serve app, and serve until Ctrl-C/SIGTERM."""
+    import ray
+    from ray import serve as ray_serve
+
+    from cerver.serve_app.app import application
+    from cerver.store import Store
+
+    settings = _settings(host, port)
+    _prepare_home(settings)
+    store = Store.open(settings.database_url)
+    if store.accounts.count() == 0:
+        account = store.accounts.get_or_create("default")
+        token = store.accounts.issue_token(account.id)
+        typer.echo("First start: created account 'default'. Its token, shown once:")
+        typer.echo(f"CERVER_API_TOKEN={token}")
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, namespace=settings.ray_namespace, log_to_driver=False)
+    else:
+        ray.init(
+            address="local",
+            num_cpus=os.cpu_count() or 2,
+            include_dashboard=False,
+            namespace=settings.ray_namespace,
+            log_to_driver=False,
+        )
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        ray_serve.start(http_options={"host": settings.host, "port": settings.port})
+        ray_serve.run(application(settings), name="cerver", route_prefix="/", blocking=False)
+        typer.echo(f"Cerver listening on http://{settings.host}:{settings.port} (docs: /docs)")
+        sys.stdout.flush()
+        stop.wait()
+    finally:
+        typer.echo("shutting down")
+        try:
+            ray_serve.shutdown()
+        finally:
+            ray.shutdown()
+
+
+@token_app.command("create")
+def token_create(
+    account: Annotated[str, typer.Option("--account", help="Account name (created if new).")],
+) -> None:
+    """Create the account if needed and print a new token for it (the token alone)."""
+    from cerver.store import Store
+
+    settings = _settings()
+    _prepare_home(settings)
+    store = Store.open(settings.database_url)
+    found = store.accounts.get_or_create(account)
+    typer.echo(store.accounts.issue_token(found.id))
+
+
+@token_app.command("revoke")
+def token_revoke(token: Annotated[str, typer.Argument(help="The token to revoke.")]) -> None:
+    """Revoke a token; later requests with it answer 401."""
+    from cerver.store import Store
+
+    settings = _settings()
+    store = Store.open(settings.database_url)
+    if not store.accounts.revoke(token):
+        typer.echo("error: no such token", err=True)
+        raise typer.Exit(1)
+    typer.echo("revoked")
+
+
+def _mount_optional() -> None:
+    try:
+        from cerver.stress.cli import stress_app
+    except ImportError:
+        return
+    app.add_typer(stress_app, name="stress")
+
+
+_mount_optional()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

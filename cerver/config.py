@@ -1,0 +1,138 @@
+"""Settings: one object, read from ``CERVER_*`` environment variables in one place.
+
+Every getter validates and names the variable in its error, so a bad value fails at start-up
+with a message that says what to change. Settings are plain data (a pydantic model), passed
+explicitly to Serve replicas and actors rather than re-read from each process's environment.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+DEFAULT_MAX_BODY_BYTES = 1 * 1024 * 1024
+DEFAULT_OUTPUT_LIMIT_BYTES = 1 * 1024 * 1024
+DEFAULT_RUN_TIMEOUT_S = 60.0
+DEFAULT_MAX_RUN_TIMEOUT_S = 3600.0
+
+
+class ConfigError(ValueError):
+    """A CERVER_* variable holds a value we cannot use."""
+
+
+def _env_str(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def _env_int(name: str, default: int, *, minimum: int = 0) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = os.environ.get(name, default) or default
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+class Settings(BaseModel):
+    home: Path
+    database_url: str
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    ray_namespace: str = "cerver"
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    # Sandboxes (the `local` provider and everything built on it).
+    local_provider: bool = True
+    default_provider: str = "local"
+    sandbox_isolation: str = "auto"  # auto | bwrap | rlimits
+    sandbox_uid_base: int = 200_000
+    sandbox_memory_mb: int = 1024
+    sandbox_nproc: int = 128
+    sandbox_cpu_s: int = 600
+    sandbox_fsize_mb: int = 256
+    output_limit_bytes: int = DEFAULT_OUTPUT_LIMIT_BYTES
+    max_file_bytes: int = 16 * 1024 * 1024
+    run_timeout_s: float = DEFAULT_RUN_TIMEOUT_S
+    max_run_timeout_s: float = DEFAULT_MAX_RUN_TIMEOUT_S
+
+    @property
+    def sandboxes_dir(self) -> Path:
+        return self.home / "sandboxes"
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        home = Path(_env_str("CERVER_HOME", str(Path.home() / ".cerver"))).expanduser().resolve()
+        return cls(
+            home=home,
+            database_url=_env_str("CERVER_DATABASE_URL", f"sqlite:///{home / 'cerver.db'}"),
+            host=_env_str("CERVER_HOST", DEFAULT_HOST),
+            port=_env_int("CERVER_PORT", DEFAULT_PORT, minimum=1),
+            ray_namespace=_env_str("CERVER_RAY_NAMESPACE", "cerver"),
+            max_body_bytes=_env_int("CERVER_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, minimum=1024),
+            local_provider=_env_bool("CERVER_LOCAL_PROVIDER", True),
+            default_provider=_env_str("CERVER_DEFAULT_PROVIDER", "local"),
+            sandbox_isolation=_env_choice(
+                "CERVER_SANDBOX_ISOLATION", "auto", ("auto", "bwrap", "rlimits")
+            ),
+            sandbox_uid_base=_env_int("CERVER_SANDBOX_UID_BASE", 200_000, minimum=1000),
+            sandbox_memory_mb=_env_int("CERVER_SANDBOX_MEMORY_MB", 1024, minimum=64),
+            sandbox_nproc=_env_int("CERVER_SANDBOX_NPROC", 128, minimum=8),
+            sandbox_cpu_s=_env_int("CERVER_SANDBOX_CPU_S", 600, minimum=1),
+            sandbox_fsize_mb=_env_int("CERVER_SANDBOX_FSIZE_MB", 256, minimum=1),
+            output_limit_bytes=_env_int(
+                "CERVER_OUTPUT_LIMIT_BYTES", DEFAULT_OUTPUT_LIMIT_BYTES, minimum=1024
+            ),
+            max_file_bytes=_env_int("CERVER_MAX_FILE_BYTES", 16 * 1024 * 1024, minimum=1024),
+            run_timeout_s=_env_float("CERVER_RUN_TIMEOUT_S", DEFAULT_RUN_TIMEOUT_S, minimum=0.1),
+            max_run_timeout_s=_env_float(
+                "CERVER_MAX_RUN_TIMEOUT_S", DEFAULT_MAX_RUN_TIMEOUT_S, minimum=1.0
+            ),
+        )
+
+
+def prepare_home(settings: Settings) -> None:
+    """Lay out CERVER_HOME so sandboxes (other uids) can reach their own workspace but read
+    nothing else: home and sandboxes/ are traverse-only (0711), files we create are 0600."""
+    os.umask(0o077)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    os.chmod(settings.home, 0o711)
+    settings.sandboxes_dir.mkdir(exist_ok=True)
+    os.chmod(settings.sandboxes_dir, 0o711)

@@ -1,0 +1,158 @@
+"""Wire models: the HTTP contract of the session API, shared by every layer.
+
+Request models forbid unknown fields, so a typo is a 422 that names the field instead of a
+silently ignored option.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from cerver.adapters.base import Language, Resources
+
+HARNESSES = ("openai", "anthropic", "openai-compatible", "none")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _check_env(env: dict[str, str]) -> dict[str, str]:
+    for name in env:
+        if not _ENV_NAME.match(name):
+            raise ValueError(
+                f"environment variable name {name!r} is not valid: use letters, digits and _"
+            )
+    return env
+
+
+class ComputeChoice(Strict):
+    """`{provider}` for a fresh provision or `{compute_id}` for an existing compute."""
+
+    provider: str | None = None
+    compute_id: str | None = None
+    runtime: Language | None = None
+    network: bool = False
+    env: dict[str, str] = Field(default_factory=dict)
+    resources: Resources = Field(default_factory=Resources)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    _env = field_validator("env")(_check_env)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ComputeChoice:
+        if (self.provider is None) == (self.compute_id is None):
+            raise ValueError("give exactly one of compute.provider or compute.compute_id")
+        return self
+
+
+class CreateSession(Strict):
+    """Short form (`compute`, `harness`, `session_name`) or the long, policy-based form
+    (`task`, `workload`, `repo`, `requirements`, `policy`); both on one endpoint."""
+
+    session_name: str | None = Field(default=None, max_length=200)
+    compute: ComputeChoice | None = None
+    harness: str | None = None
+    runtime: Language | None = None
+    # Long form: routed through /gateway/recommend.
+    task: str | None = None
+    workload: str | None = None
+    repo: dict[str, Any] | None = None
+    requirements: dict[str, Any] | None = None
+    policy: dict[str, Any] | None = None
+
+    @field_validator("harness")
+    @classmethod
+    def _harness(cls, value: str | None) -> str | None:
+        if value is not None and value not in HARNESSES:
+            raise ValueError(f"unknown harness {value!r}; valid: {', '.join(HARNESSES)}")
+        return value
+
+    @property
+    def is_long_form(self) -> bool:
+        return self.requirements is not None or self.policy is not None
+
+    def compute_given(self) -> bool:
+        return "compute" in self.model_fields_set
+
+
+class SwapCompute(Strict):
+    compute: ComputeChoice | None
+
+
+class RunRequest(Strict):
+    code: str = Field(min_length=1)
+    language: Language | None = None
+    timeout: float | None = Field(default=None, gt=0)
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+    stream: bool = False
+
+    _env = field_validator("env")(_check_env)
+
+
+class Routing(BaseModel):
+    recommended_provider: str | None
+    confidence: str
+    primary_reason: str
+    secondary_reasons: list[str] = Field(default_factory=list)
+    fallback_order: list[str] = Field(default_factory=list)
+    canary_run: bool = False
+    attempts: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class SessionMetrics(BaseModel):
+    provision_time_ms: float | None
+    time_to_first_exec_ms: float | None
+    last_exec_latency_ms: float | None
+    average_exec_latency_ms: float | None
+    average_stream_open_latency_ms: float | None
+    total_exec_count: int
+    total_stream_count: int
+    interaction_count: int
+    session_length_ms: float
+    cost_estimate_usd: float
+    uptime_percent: float
+    predicted_startup_ms: float | None
+    engagement_score: float
+    engagement_label: Literal["idle", "warming", "engaged", "deep"]
+    compute_seconds: float = 0.0
+
+
+class SessionView(BaseModel):
+    session_id: str
+    session_name: str | None
+    status: str
+    provider: str | None
+    compute_id: str | None
+    sandbox_id: str | None
+    isolation: str | None = None
+    harness: str | None
+    runtime: str
+    created_at: float
+    closed_at: float | None
+    metrics: SessionMetrics
+    routing: Routing | None
+    transcript_length: int | None = None
+    transcript: list[dict[str, Any]] | None = None
+    next_since: int | None = None
+
+
+class RunResponse(BaseModel):
+    session_id: str
+    provider: str
+    compute_id: str
+    stdout: str
+    stderr: str
+    exit_code: int
+    duration_ms: float
+    latency_ms: float
+    timed_out: bool
+    truncated: bool
+    error: str | None = None
+    interpreter_restarted: bool = False
+    seq: int

@@ -1,0 +1,57 @@
+"""The Ray Serve ingress: a FastAPI app built per replica by a factory."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+from ray import serve
+
+from cerver import __version__
+from cerver.actors.directory import SessionDirectory
+from cerver.config import Settings
+from cerver.serve_app import errors
+from cerver.serve_app.deps import AppContext
+from cerver.serve_app.limits import BodyLimit
+from cerver.store import Store
+
+
+def build_app(settings: Settings) -> FastAPI:
+    from cerver.serve_app import routes_computes, routes_gateway, routes_sessions
+
+    app = FastAPI(
+        title="Cerver on Ray",
+        version=__version__,
+        description="One stable doorway into execution: sessions, compute, transcripts, "
+        "metrics, recommendations and stress tests.",
+    )
+    store = Store.open(settings.database_url)
+    app.state.ctx = AppContext(
+        settings=settings, store=store, extras={"directory": SessionDirectory(settings)}
+    )
+    errors.install(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.include_router(routes_sessions.router)
+    app.include_router(routes_computes.router)
+    app.include_router(routes_gateway.router)
+
+    @app.get("/healthz", tags=["meta"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    return app
+
+
+@serve.deployment(name="cerver-ingress", ray_actor_options={"num_cpus": 0})
+@serve.ingress()
+class Ingress:
+    def __init__(self, settings: Settings) -> None:
+        logging.getLogger("cerver").setLevel(logging.INFO)
+        self.settings = settings
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return build_app(self.settings)
+
+
+def application(settings: Settings) -> serve.Application:
+    return Ingress.bind(settings)  # type: ignore[attr-defined]

@@ -1,0 +1,68 @@
+"""Turning a create/swap request into a concrete compute choice, *before* anything is made:
+unknown providers are a 400 listing the valid ones, providers this account cannot execute on
+are a 409 with a recommendation, so a refused request leaves no half-made session."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from cerver.actors.provisioning import compute_unavailable
+from cerver.adapters import registry
+from cerver.adapters.access import executable_providers
+from cerver.adapters.catalog import get_profile
+from cerver.errors import NotFound
+from cerver.models import ComputeChoice, CreateSession
+from cerver.serve_app.deps import AppContext
+from cerver.store import Account
+
+
+async def check_choice(c: AppContext, account: Account, choice: ComputeChoice) -> None:
+    if choice.compute_id is not None:
+        found = await asyncio.to_thread(c.store.computes.get, choice.compute_id, account.id)
+        if found is None or found.status == "released":
+            raise NotFound(
+                f"compute {choice.compute_id} not found; list yours with GET /v2/computes"
+            )
+        return
+    provider = registry.canonical(choice.provider or "")
+    get_profile(provider)  # an unknown name is a 400 that lists the valid ones
+    usable = await asyncio.to_thread(executable_providers, c.settings, c.store, account.id)
+    if provider not in usable:
+        raise compute_unavailable(
+            c.settings,
+            c.store,
+            account.id,
+            f"this account cannot execute on {provider!r} here (no adapter, credentials or "
+            "compute for it)",
+            runtime=choice.runtime,
+        )
+
+
+async def choices_for_create(
+    c: AppContext, account: Account, body: CreateSession
+) -> tuple[list[ComputeChoice], dict[str, Any] | None]:
+    """The compute candidates to try in order (empty: transcript-only), and the routing."""
+    if body.compute_given():
+        if body.compute is None:
+            return [], None
+        await check_choice(c, account, body.compute)
+        return [body.compute], pinned_routing(body.compute)
+    if body.is_long_form:
+        from cerver.serve_app.long_form import routed_choices
+
+        return await routed_choices(c, account, body)
+    default = ComputeChoice(provider=c.settings.default_provider, runtime=body.runtime)
+    await check_choice(c, account, default)
+    return [default], pinned_routing(default, reason="server default provider")
+
+
+def pinned_routing(choice: ComputeChoice, reason: str = "pinned by the request") -> dict[str, Any]:
+    return {
+        "recommended_provider": choice.provider,
+        "confidence": "high",
+        "primary_reason": reason,
+        "secondary_reasons": [],
+        "fallback_order": [],
+        "canary_run": False,
+    }

@@ -1,0 +1,297 @@
+"""The app-facing session API: /v2/sessions and friends."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from cerver.actors.directory import SessionDirectory
+from cerver.adapters.base import ExecRequest
+from cerver.adapters.catalog import get_profile
+from cerver.errors import CerverError, NotFound, SessionClosed, Unprocessable
+from cerver.metrics import MetricsState
+from cerver.models import CreateSession, RunRequest, RunResponse, SessionView, SwapCompute
+from cerver.serve_app.compute_choice import check_choice, choices_for_create
+from cerver.serve_app.deps import AppContext, account, ctx
+from cerver.serve_app.views import decode_cursor, encode_cursor, metrics_of, session_view
+from cerver.store import Account, SessionRow
+from cerver.store.ids import new_id, now
+
+router = APIRouter(tags=["sessions"])
+
+DEFAULT_TAIL = 20
+MAX_LIST = 200
+MAX_FULL = 100_000
+
+
+def directory(c: AppContext) -> SessionDirectory:
+    found: SessionDirectory = c.extras["directory"]
+    return found
+
+
+async def owned_session(c: AppContext, who: Account, session_id: str) -> SessionRow:
+    row = await asyncio.to_thread(c.store.sessions.get, session_id, who.id)
+    if row is None:
+        raise NotFound(f"session {session_id} not found; list yours with GET /v2/sessions")
+    return row
+
+
+async def current_view(c: AppContext, row: SessionRow, **kwargs: Any) -> SessionView:
+    compute = (
+        await asyncio.to_thread(c.store.computes.get, row.compute_id) if row.compute_id else None
+    )
+    return session_view(row, compute, **kwargs)
+
+
+@router.post("/v2/sessions", status_code=201, response_model=SessionView)
+async def create_session(
+    body: CreateSession, who: Account = Depends(account), c: AppContext = Depends(ctx)
+) -> SessionView:
+    candidates, routing = await choices_for_create(c, who, body)
+    runtime = body.runtime or (candidates[0].runtime if candidates else None) or "shell"
+    predicted = None
+    if candidates and candidates[0].provider:
+        predicted = get_profile(candidates[0].provider).startup_ms_p50
+    stamp = now()
+    row = SessionRow(
+        id=new_id("sess"),
+        account_id=who.id,
+        name=body.session_name,
+        status="provisioning" if candidates else "ready",
+        provider=None,
+        compute_id=None,
+        harness=body.harness,
+        runtime=runtime,
+        created_at=stamp,
+        updated_at=stamp,
+        closed_at=None,
+        metrics=MetricsState(predicted_startup_ms=predicted).dump(),
+        routing=routing,
+    )
+    opening = {
+        "event": "created",
+        "session_name": body.session_name,
+        "harness": body.harness,
+        "runtime": runtime,
+        "compute": "none (transcript-only)" if not candidates else "requested",
+    }
+    await asyncio.to_thread(c.store.sessions.create, row, [("system", opening)])
+    if candidates:
+        await _provision_first_that_works(c, row, candidates)
+    fresh = await owned_session(c, who, row.id)
+    return await current_view(c, fresh)
+
+
+async def _provision_first_that_works(c: AppContext, row: SessionRow, candidates: list) -> None:
+    """Walk the candidates (the routing's fallback order); on total failure undo everything."""
+    attempts: list[dict[str, Any]] = []
+    last: BaseException | None = None
+    try:
+        for choice in candidates:
+            started = time.perf_counter()
+            try:
+                await directory(c).call(row.id, "attach", choice, "create")
+            except CerverError as exc:
+                last = exc
+                attempts.append(
+                    {
+                        "provider": choice.provider,
+                        "ok": False,
+                        "error": exc.to_body()["error"],
+                        "ms": round((time.perf_counter() - started) * 1000, 3),
+                    }
+                )
+                continue
+            attempts.append(
+                {
+                    "provider": choice.provider,
+                    "ok": True,
+                    "ms": round((time.perf_counter() - started) * 1000, 3),
+                }
+            )
+            if len(candidates) > 1 and row.routing is not None:
+                await asyncio.to_thread(
+                    c.store.sessions.update, row.id, routing={**row.routing, "attempts": attempts}
+                )
+            return
+    except BaseException:
+        await _undo_create(c, row.id)
+        raise
+    await _undo_create(c, row.id)
+    if last is not None and len(candidates) > 1 and isinstance(last, CerverError):
+        last.details = {"attempts": attempts, "last_error": last.details}
+    assert last is not None
+    raise last
+
+
+async def _undo_create(c: AppContext, session_id: str) -> None:
+    await directory(c).kill(session_id)
+    await asyncio.to_thread(c.store.sessions.delete, session_id)
+
+
+@router.get("/v2/sessions")
+async def list_sessions(
+    limit: int = Query(20, ge=1, le=MAX_LIST),
+    name: str | None = Query(None, max_length=200),
+    cursor: str | None = None,
+    who: Account = Depends(account),
+    c: AppContext = Depends(ctx),
+) -> dict[str, Any]:
+    before = decode_cursor(cursor) if cursor else None
+    rows = await asyncio.to_thread(
+        c.store.sessions.list, who.id, limit=limit + 1, name=name, before=before
+    )
+    page, more = rows[:limit], len(rows) > limit
+    computes = {
+        r.compute_id: await asyncio.to_thread(c.store.computes.get, r.compute_id)
+        for r in page
+        if r.compute_id
+    }
+    return {
+        "sessions": [
+            session_view(r, computes.get(r.compute_id) if r.compute_id else None).model_dump()
+            for r in page
+        ],
+        "next_cursor": encode_cursor(page[-1]) if more and page else None,
+    }
+
+
+@router.get("/v2/sessions/{session_id}", response_model=SessionView)
+async def get_session(
+    session_id: str,
+    tail: int | None = Query(None, ge=0, le=MAX_FULL),
+    since: int | None = Query(None, ge=0),
+    full: bool = False,
+    who: Account = Depends(account),
+    c: AppContext = Depends(ctx),
+) -> SessionView:
+    row = await owned_session(c, who, session_id)
+    sessions = c.store.sessions
+    if full:
+        entries = await asyncio.to_thread(sessions.transcript, row.id, limit=MAX_FULL)
+    elif since is not None:
+        entries = await asyncio.to_thread(
+            sessions.transcript, row.id, since=since, limit=tail or MAX_FULL
+        )
+    else:
+        entries = await asyncio.to_thread(
+            sessions.transcript, row.id, tail=DEFAULT_TAIL if tail is None else tail
+        )
+    length = await asyncio.to_thread(sessions.transcript_length, row.id)
+    return await current_view(c, row, transcript=entries, transcript_length=length)
+
+
+@router.get("/v2/sessions/{session_id}/metrics")
+async def session_metrics(
+    session_id: str, who: Account = Depends(account), c: AppContext = Depends(ctx)
+) -> dict[str, Any]:
+    row = await owned_session(c, who, session_id)
+    return {
+        "session_id": row.id,
+        "status": row.status,
+        "provider": row.provider,
+        "metrics": metrics_of(row).model_dump(),
+    }
+
+
+@router.post("/v2/sessions/{session_id}/compute", response_model=SessionView)
+async def swap_compute(
+    session_id: str,
+    body: SwapCompute,
+    who: Account = Depends(account),
+    c: AppContext = Depends(ctx),
+) -> SessionView:
+    row = await owned_session(c, who, session_id)
+    if row.status == "closed":
+        raise SessionClosed(f"session {session_id} is closed; create a new session")
+    if body.compute is not None:
+        await check_choice(c, who, body.compute)
+    await directory(c).call(row.id, "attach", body.compute, "swap")
+    return await current_view(c, await owned_session(c, who, session_id))
+
+
+@router.delete("/v2/sessions/{session_id}", response_model=SessionView)
+async def close_session(
+    session_id: str, who: Account = Depends(account), c: AppContext = Depends(ctx)
+) -> SessionView:
+    row = await owned_session(c, who, session_id)
+    if row.status != "closed":
+        await directory(c).call(row.id, "close")
+        await directory(c).kill(row.id)
+    return await current_view(c, await owned_session(c, who, session_id))
+
+
+@router.post("/v2/sessions/{session_id}/run", response_model=RunResponse)
+async def run(
+    session_id: str,
+    body: RunRequest,
+    request: Request,
+    who: Account = Depends(account),
+    c: AppContext = Depends(ctx),
+) -> Any:
+    received = time.time()
+    row = await owned_session(c, who, session_id)
+    if row.status == "closed":
+        raise SessionClosed(f"session {session_id} is closed; create a new session to run code")
+    timeout = body.timeout if body.timeout is not None else c.settings.run_timeout_s
+    if timeout > c.settings.max_run_timeout_s:
+        raise Unprocessable(
+            f"timeout {timeout}s is above this server's maximum of "
+            f"{c.settings.max_run_timeout_s}s; lower it",
+            details={"field": "timeout", "max": c.settings.max_run_timeout_s},
+        )
+    exec_request = ExecRequest(
+        code=body.code,
+        language=body.language or row.runtime,  # type: ignore[arg-type]
+        timeout_s=timeout,
+        env=body.env,
+        cwd=body.cwd,
+    )
+    if body.stream:
+        return await _stream(c, row, exec_request, received)
+    out = await directory(c).call(row.id, "run", exec_request, received)
+    headers = {
+        "X-Cerver-Session-Id": row.id,
+        "X-Cerver-Provider": out["provider"],
+    }
+    payload = RunResponse(
+        session_id=row.id,
+        provider=out["provider"],
+        compute_id=out["compute_id"],
+        latency_ms=round((time.time() - received) * 1000.0, 3),
+        seq=out["seq"],
+        **out["result"],
+    )
+    return JSONResponse(payload.model_dump(), headers=headers)
+
+
+async def _stream(
+    c: AppContext, row: SessionRow, request: ExecRequest, received: float
+) -> StreamingResponse:
+    events = directory(c).stream(row.id, "run_stream", request, received)
+    first = await anext(events)  # raises our errors (closed, no compute) before any byte
+    open_ms = (time.time() - received) * 1000.0
+    headers = {
+        "X-Cerver-Session-Id": row.id,
+        "X-Cerver-Provider": str(first.get("provider")),
+        "X-Cerver-Stream-Latency-Ms": f"{open_ms:.3f}",
+        "Cache-Control": "no-store",
+    }
+
+    async def sse() -> AsyncIterator[bytes]:
+        try:
+            async for event in events:
+                kind = event.get("type", "message")
+                yield f"event: {kind}\ndata: {json.dumps(event)}\n\n".encode()
+        except CerverError as exc:
+            yield f"event: error\ndata: {json.dumps(exc.to_body())}\n\n".encode()
+        finally:
+            await events.aclose()
+
+    return StreamingResponse(sse(), media_type="text/event-stream", headers=headers)

@@ -1,0 +1,37 @@
+"""Durable state. SQLite embedded by default, PostgreSQL for clusters, one schema."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cerver.store.accounts import Account, Accounts
+from cerver.store.computes import ComputeRow, Computes
+from cerver.store.credentials import Credentials
+from cerver.store.db import engine_for
+from cerver.store.sessions import SessionRow, Sessions, TranscriptEntry
+
+
+@dataclass
+class Store:
+    accounts: Accounts
+    sessions: Sessions
+    computes: Computes
+    credentials: Credentials
+
+    @classmethod
+    def open(cls, url: str) -> Store:
+        engine = engine_for(url)
+        return cls(Accounts(engine), Sessions(engine), Computes(engine), Credentials(engine))
+
+
+__all__ = [
+    "Account",
+    "Accounts",
+    "ComputeRow",
+    "Computes",
+    "Credentials",
+    "SessionRow",
+    "Sessions",
+    "Store",
+    "TranscriptEntry",
+]

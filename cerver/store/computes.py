@@ -1,0 +1,57 @@
+"""Computes: one row per provisioned sandbox (or relay host), owned by one account."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import Engine, insert, select, update
+
+from cerver.store import schema
+from cerver.store.ids import now
+
+C = schema.computes
+
+
+class ComputeRow(BaseModel):
+    id: str
+    account_id: str
+    provider: str
+    status: str  # provisioning | ready | released | failed | lost
+    record: dict[str, Any] | None
+    session_id: str | None
+    created_at: float
+    released_at: float | None
+    provision_time_ms: float | None
+
+
+class Computes:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def insert(self, row: ComputeRow) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(insert(C).values(**row.model_dump()))
+
+    def get(self, compute_id: str, account_id: str | None = None) -> ComputeRow | None:
+        query = select(C).where(C.c.id == compute_id)
+        if account_id is not None:
+            query = query.where(C.c.account_id == account_id)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        return ComputeRow(**row) if row is not None else None
+
+    def list(self, account_id: str, *, include_released: bool = False) -> list[ComputeRow]:
+        query = select(C).where(C.c.account_id == account_id)
+        if not include_released:
+            query = query.where(C.c.status != "released")
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(C.c.created_at.desc())).mappings()
+            return [ComputeRow(**r) for r in rows]
+
+    def update(self, compute_id: str, **values: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(C).where(C.c.id == compute_id).values(**values))
+
+    def release(self, compute_id: str) -> None:
+        self.update(compute_id, status="released", released_at=now(), session_id=None)

@@ -1,0 +1,117 @@
+"""The one schema, SQLAlchemy Core, shared by SQLite (embedded) and PostgreSQL (clusters)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+)
+
+metadata = MetaData()
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+)
+
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
+    # sha256 of the token; the token itself is shown once and never stored.
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("revoked_at", Float, nullable=True),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
+    Column("name", String(200), nullable=True),
+    Column("status", String(20), nullable=False),
+    Column("provider", String(40), nullable=True),
+    Column("compute_id", String(40), nullable=True),
+    Column("harness", String(40), nullable=True),
+    Column("runtime", String(20), nullable=False, default="shell"),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("closed_at", Float, nullable=True),
+    Column("metrics", JSON, nullable=False),
+    Column("routing", JSON, nullable=True),
+    Index("ix_sessions_account_created", "account_id", "created_at"),
+)
+
+transcript = Table(
+    "transcript",
+    metadata,
+    Column("session_id", String(40), ForeignKey("sessions.id"), primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("ts", Float, nullable=False),
+    Column("type", String(20), nullable=False),
+    Column("content", JSON, nullable=False),
+)
+
+computes = Table(
+    "computes",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
+    Column("provider", String(40), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("record", JSON, nullable=True),
+    Column("session_id", String(40), nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("released_at", Float, nullable=True),
+    Column("provision_time_ms", Float, nullable=True),
+    Index("ix_computes_account", "account_id", "created_at"),
+)
+
+provider_credentials = Table(
+    "provider_credentials",
+    metadata,
+    Column("account_id", String(40), ForeignKey("accounts.id"), primary_key=True),
+    Column("provider", String(40), primary_key=True),
+    # Names of secrets in the secrets backend, never the values themselves.
+    Column("refs", JSON, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+# Measurements that feed the provider catalog (canary runs, real session metrics).
+observations = Table(
+    "observations",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("provider", String(40), nullable=False),
+    Column("metric", String(40), nullable=False),  # e.g. startup_ms, exec_ms
+    Column("value", Float, nullable=False),
+    Column("ok", Boolean, nullable=False, default=True),
+    Column("source", String(20), nullable=False),  # canary | session
+    Column("ts", Float, nullable=False),
+    Index("ix_observations_provider_metric", "provider", "metric", "ts"),
+)
+
+__all__ = [
+    "accounts",
+    "computes",
+    "metadata",
+    "observations",
+    "provider_credentials",
+    "sessions",
+    "tokens",
+    "transcript",
+]

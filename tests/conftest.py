@@ -1,0 +1,122 @@
+"""Shared fixtures: one Ray + Serve instance for the whole test session.
+
+Ray starts once (``num_cpus=2``), Serve deploys the real app on a free loopback port with a
+fresh CERVER_HOME, and everything is shut down at the end so no process outlives the suite.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cerver.config import Settings, prepare_home
+
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_home() -> Path:
+    # Not under pytest's 0700 tmp dirs: sandbox uids must be able to traverse to their
+    # workspace (everything else stays unreadable to them).
+    home = Path(tempfile.mkdtemp(prefix="cerver-test-", dir="/tmp"))
+    os.chmod(home, 0o711)
+    return home
+
+
+@pytest.fixture(scope="session")
+def ray_runtime() -> Iterator[None]:
+    import ray
+
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        namespace="cerver-test",
+        log_to_driver=False,
+    )
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def server_settings() -> Settings:
+    home = make_home()
+    settings = Settings(
+        home=home,
+        database_url=f"sqlite:///{home / 'cerver.db'}",
+        port=free_port(),
+        ray_namespace="cerver-test",
+        max_body_bytes=256 * 1024,
+        output_limit_bytes=64 * 1024,
+        run_timeout_s=20.0,
+        max_run_timeout_s=120.0,
+    )
+    prepare_home(settings)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def server(ray_runtime: None, server_settings: Settings) -> Iterator[str]:
+    from ray import serve
+
+    from cerver.serve_app.app import application
+
+    serve.start(http_options={"host": "127.0.0.1", "port": server_settings.port})
+    serve.run(application(server_settings), name="cerver", route_prefix="/")
+    yield f"http://127.0.0.1:{server_settings.port}"
+    serve.shutdown()
+
+
+@pytest.fixture(scope="session")
+def store(server_settings: Settings):  # type: ignore[no-untyped-def]
+    from cerver.store import Store
+
+    return Store.open(server_settings.database_url)
+
+
+def _token(store, name: str) -> str:  # type: ignore[no-untyped-def]
+    account = store.accounts.get_or_create(name)
+    return str(store.accounts.issue_token(account.id))
+
+
+@pytest.fixture(scope="session")
+def token(store) -> str:  # type: ignore[no-untyped-def]
+    return _token(store, "alice")
+
+
+@pytest.fixture(scope="session")
+def other_token(store) -> str:  # type: ignore[no-untyped-def]
+    return _token(store, "mallory")
+
+
+@pytest.fixture
+def api(server: str, token: str) -> Iterator[httpx.Client]:
+    with httpx.Client(
+        base_url=server, headers={"Authorization": f"Bearer {token}"}, timeout=60
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+def other_api(server: str, other_token: str) -> Iterator[httpx.Client]:
+    with httpx.Client(
+        base_url=server, headers={"Authorization": f"Bearer {other_token}"}, timeout=60
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+def anon(server: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server, timeout=60) as client:
+        yield client
