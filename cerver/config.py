@@ -91,6 +91,7 @@ class Settings(BaseModel):
     output_limit_bytes: int = DEFAULT_OUTPUT_LIMIT_BYTES
     max_file_bytes: int = 16 * 1024 * 1024
     run_timeout_s: float = DEFAULT_RUN_TIMEOUT_S
+    sandbox_idle_s: float = 3600.0
     max_run_timeout_s: float = DEFAULT_MAX_RUN_TIMEOUT_S
 
     @property
@@ -121,6 +122,7 @@ class Settings(BaseModel):
                 "CERVER_OUTPUT_LIMIT_BYTES", DEFAULT_OUTPUT_LIMIT_BYTES, minimum=1024
             ),
             max_file_bytes=_env_int("CERVER_MAX_FILE_BYTES", 16 * 1024 * 1024, minimum=1024),
+            sandbox_idle_s=_env_float("CERVER_SANDBOX_IDLE_S", 3600.0, minimum=1.0),
             run_timeout_s=_env_float("CERVER_RUN_TIMEOUT_S", DEFAULT_RUN_TIMEOUT_S, minimum=0.1),
             max_run_timeout_s=_env_float(
                 "CERVER_MAX_RUN_TIMEOUT_S", DEFAULT_MAX_RUN_TIMEOUT_S, minimum=1.0

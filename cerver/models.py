@@ -102,6 +102,8 @@ class Routing(BaseModel):
     secondary_reasons: list[str] = Field(default_factory=list)
     fallback_order: list[str] = Field(default_factory=list)
     canary_run: bool = False
+    confidence_value: float | None = None
+    mode: str | None = None
     attempts: list[dict[str, Any]] = Field(default_factory=list)
 
 

@@ -1,23 +1,22 @@
-"""Where session actors are found: get-or-create by session id, call with retries while an
-actor restarts, and unwrap our own errors from Ray's wrappers.
+"""Where entity actors (sessions, sandboxes) are found: get-or-create by id, call with
+retries while an actor restarts, and unwrap our own errors from Ray's wrappers.
 
-Each Serve replica keeps its own directory (handles cached per replica); the binding itself
-lives in Ray's named-actor table (name = session id, detached), so any replica on any node
-reaches the same actor.
+Each Serve replica keeps its own directories (handles cached per replica); the binding
+itself lives in Ray's named-actor table (name = entity id, detached), so any replica on any
+node reaches the same actor.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import ray
 from ray.actor import ActorHandle
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError
 
-from cerver.actors.session import SessionActor
 from cerver.config import Settings
 from cerver.errors import CerverError, ProviderError
 
@@ -31,33 +30,38 @@ class ComputeHostRestarted(ProviderError):
     status = 503
 
 
-class SessionDirectory:
-    def __init__(self, settings: Settings) -> None:
+class ActorDirectory:
+    """Get-or-create directory of one actor class, keyed by entity id."""
+
+    def __init__(self, actor_cls: Any, settings: Settings) -> None:
+        self.actor_cls = actor_cls
         self.settings = settings
         self._handles: OrderedDict[str, ActorHandle] = OrderedDict()
 
-    def handle(self, session_id: str) -> ActorHandle:
-        handle = self._handles.get(session_id)
+    def handle(self, entity_id: str) -> ActorHandle:
+        handle = self._handles.get(entity_id)
         if handle is not None:
-            self._handles.move_to_end(session_id)
+            self._handles.move_to_end(entity_id)
             return handle
-        handle = SessionActor.options(  # type: ignore[attr-defined]
-            name=session_id,
+        handle = self.actor_cls.options(
+            name=entity_id,
             namespace=self.settings.ray_namespace,
             lifetime="detached",
             get_if_exists=True,
-        ).remote(self.settings, session_id)
-        self._handles[session_id] = handle
+        ).remote(self.settings, entity_id)
+        self._handles[entity_id] = handle
         if len(self._handles) > _CACHE_SIZE:
             self._handles.popitem(last=False)
         return handle
 
-    def forget(self, session_id: str) -> None:
-        self._handles.pop(session_id, None)
+    def forget(self, entity_id: str) -> None:
+        self._handles.pop(entity_id, None)
 
-    async def call(self, session_id: str, method: str, *args: Any) -> Any:
+    async def call(self, entity_id: str, method: str, *args: Any) -> Any:
+        retried_dead = False
         for _attempt in range(_UNAVAILABLE_RETRIES):
-            handle = self.handle(session_id)
+            was_cached = entity_id in self._handles
+            handle = self.handle(entity_id)
             try:
                 return await getattr(handle, method).remote(*args)
             except RayTaskError as exc:
@@ -65,21 +69,21 @@ class SessionDirectory:
             except ActorUnavailableError:
                 # Restarting: the call was not delivered; wait and try again.
                 await asyncio.sleep(_RETRY_SLEEP_S)
-            except ActorDiedError as exc:
-                self.forget(session_id)
-                if getattr(exc, "preempted", False) or "restart" in str(exc).lower():
-                    await asyncio.sleep(_RETRY_SLEEP_S)
+            except ActorDiedError:
+                self.forget(entity_id)
+                if was_cached and not retried_dead:
+                    # A handle cached from before the actor was stopped on purpose (closed,
+                    # adopted, reaped): get-or-create a fresh host once.
+                    retried_dead = True
                     continue
                 raise ComputeHostRestarted(
-                    f"the process hosting session {session_id} died during this call; its "
-                    "effects are unknown and nothing of it was acknowledged: run it again"
+                    f"the process hosting {entity_id} died during this call; its effects "
+                    "are unknown and nothing of it was acknowledged: run it again"
                 ) from None
-        raise ComputeHostRestarted(
-            f"session {session_id} is still restarting; retry in a few seconds"
-        )
+        raise ComputeHostRestarted(f"{entity_id} is still restarting; retry in a few seconds")
 
-    async def stream(self, session_id: str, method: str, *args: Any) -> AsyncIterator[Any]:
-        handle = self.handle(session_id)
+    async def stream(self, entity_id: str, method: str, *args: Any) -> AsyncGenerator[Any, None]:
+        handle = self.handle(entity_id)
         gen = getattr(handle, method).remote(*args)
         finished = False
         try:
@@ -95,11 +99,11 @@ class SessionDirectory:
                 # kills and reaps the sandbox process.
                 ray.cancel(gen)
 
-    async def kill(self, session_id: str) -> None:
-        handle = self._handles.pop(session_id, None)
+    async def kill(self, entity_id: str) -> None:
+        handle = self._handles.pop(entity_id, None)
         if handle is None:
             try:
-                handle = ray.get_actor(session_id, namespace=self.settings.ray_namespace)
+                handle = ray.get_actor(entity_id, namespace=self.settings.ray_namespace)
             except ValueError:
                 return
         ray.kill(handle, no_restart=True)

@@ -91,24 +91,38 @@ class Provisioner:
     async def provision(self, row: SessionRow, choice: ComputeChoice) -> Provisioned:
         if choice.compute_id is not None:
             return await self._adopt(row, choice.compute_id)
+        return await self.create(
+            row.account_id, choice, runtime=choice.runtime or row.runtime, session_id=row.id
+        )
+
+    async def create(
+        self,
+        account_id: str,
+        choice: ComputeChoice,
+        *,
+        runtime: str,
+        session_id: str | None,
+        compute_id: str | None = None,
+    ) -> Provisioned:
+        """Provision a fresh sandbox on ``choice.provider`` and record its compute row."""
         provider = registry.canonical(choice.provider or "")
         usable = await asyncio.to_thread(
-            executable_providers, self.settings, self.store, row.account_id
+            executable_providers, self.settings, self.store, account_id
         )
         if provider not in usable:
             get_profile(provider)  # an unknown name is a 400 that lists the valid ones
             raise compute_unavailable(
                 self.settings,
                 self.store,
-                row.account_id,
+                account_id,
                 f"this account cannot execute on {provider!r} here (no adapter, credentials "
                 "or compute for it)",
-                runtime=choice.runtime or row.runtime,
+                runtime=runtime,
             )
-        adapter = await self._adapter_with_credentials(row.account_id, provider)
+        adapter = await self._adapter_with_credentials(account_id, provider)
         spec = SandboxSpec(
-            account_id=row.account_id,
-            runtime=choice.runtime or row.runtime,  # type: ignore[arg-type]
+            account_id=account_id,
+            runtime=runtime,  # type: ignore[arg-type]
             env=choice.env,
             network=choice.network,
             resources=choice.resources,
@@ -122,17 +136,17 @@ class Provisioner:
         except Exception as exc:  # a provider's own failure, translated at our edge
             raise ProviderError(f"{provider} failed to provision a sandbox: {exc}") from exc
         provision_ms = (time.perf_counter() - started) * 1000.0
-        compute_id = new_id("cmp")
+        compute_id = compute_id or new_id("cmp")
         try:
             await asyncio.to_thread(
                 self.store.computes.insert,
                 ComputeRow(
                     id=compute_id,
-                    account_id=row.account_id,
+                    account_id=account_id,
                     provider=provider,
                     status="ready",
                     record=record.model_dump(mode="json"),
-                    session_id=row.id,
+                    session_id=session_id,
                     created_at=now(),
                     released_at=None,
                     provision_time_ms=provision_ms,
@@ -165,6 +179,7 @@ class Provisioner:
         if not await self.adapter(compute.provider).is_alive(record):
             raise Conflict(f"compute {compute_id} no longer exists at {compute.provider}")
         await asyncio.to_thread(self.store.computes.update, compute_id, session_id=row.id)
+        self._stop_sandbox_host(compute_id)
         return Provisioned(
             provider=compute.provider,
             compute_id=compute_id,
@@ -172,6 +187,17 @@ class Provisioner:
             provision_time_ms=0.0,
             price_per_hour_usd=get_profile(compute.provider).price_per_hour_usd,
         )
+
+    def _stop_sandbox_host(self, compute_id: str) -> None:
+        """A compute made through /sandbox was hosted by its own actor; the session's actor
+        hosts it from now on (its in-memory interpreter state does not move)."""
+        import ray
+
+        try:
+            host = ray.get_actor(compute_id, namespace=self.settings.ray_namespace)
+        except ValueError:
+            return
+        ray.kill(host, no_restart=True)
 
     async def _adapter_with_credentials(self, account_id: str, provider: str) -> ComputeAdapter:
         refs = await asyncio.to_thread(self.store.credentials.refs, account_id, provider)

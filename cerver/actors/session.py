@@ -178,9 +178,7 @@ class SessionCore:
         except ProviderError as exc:
             metrics = self._metrics()
             metrics.op(ok=False)
-            await self._append(
-                "exec", {**_exec_content(request), "error": exc.to_body()}, metrics
-            )
+            await self._append("exec", {**_exec_content(request), "error": exc.to_body()}, metrics)
             raise
         latency_ms = (time.time() - received_at) * 1000.0
         metrics = self._metrics()

@@ -125,7 +125,9 @@ class ComputeAdapter(abc.ABC):
         and reap the process."""
 
     @abc.abstractmethod
-    async def install_package(self, record: SandboxRecord, request: InstallRequest) -> InstallResult: ...
+    async def install_package(
+        self, record: SandboxRecord, request: InstallRequest
+    ) -> InstallResult: ...
 
     @abc.abstractmethod
     async def write_file(self, record: SandboxRecord, path: str, data: bytes) -> None: ...
@@ -148,5 +150,5 @@ class ComputeAdapter(abc.ABC):
         state = await self.get_state(record)
         return state.status not in ("lost", "stopped", "failed")
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 (an optional hook: nothing to release by default)
         """Release process-local resources (connections, child processes) of this instance."""

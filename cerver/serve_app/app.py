@@ -8,7 +8,9 @@ from fastapi import FastAPI
 from ray import serve
 
 from cerver import __version__
-from cerver.actors.directory import SessionDirectory
+from cerver.actors.directory import ActorDirectory
+from cerver.actors.sandbox import SandboxActor
+from cerver.actors.session import SessionActor
 from cerver.config import Settings
 from cerver.serve_app import errors
 from cerver.serve_app.deps import AppContext
@@ -17,7 +19,12 @@ from cerver.store import Store
 
 
 def build_app(settings: Settings) -> FastAPI:
-    from cerver.serve_app import routes_computes, routes_gateway, routes_sessions
+    from cerver.serve_app import (
+        routes_computes,
+        routes_gateway,
+        routes_sandbox,
+        routes_sessions,
+    )
 
     app = FastAPI(
         title="Cerver on Ray",
@@ -27,12 +34,24 @@ def build_app(settings: Settings) -> FastAPI:
     )
     store = Store.open(settings.database_url)
     app.state.ctx = AppContext(
-        settings=settings, store=store, extras={"directory": SessionDirectory(settings)}
+        settings=settings,
+        store=store,
+        extras={
+            "sessions": ActorDirectory(SessionActor, settings),
+            "sandboxes": ActorDirectory(SandboxActor, settings),
+        },
     )
     errors.install(app)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        # One byte over the file limit reaches the route, which answers with its own 413.
+        large_bytes=settings.max_file_bytes + 1,
+        large_suffixes=("/files",),
+    )
     app.include_router(routes_sessions.router)
     app.include_router(routes_computes.router)
+    app.include_router(routes_sandbox.router)
     app.include_router(routes_gateway.router)
 
     @app.get("/healthz", tags=["meta"])

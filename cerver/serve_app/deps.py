@@ -42,9 +42,7 @@ async def optional_account(request: Request) -> Account | None:
 async def account(request: Request) -> Account:
     token = _bearer(request)
     if token is None:
-        raise Unauthorized(
-            "missing bearer token: send 'Authorization: Bearer <CERVER_API_TOKEN>'"
-        )
+        raise Unauthorized("missing bearer token: send 'Authorization: Bearer <CERVER_API_TOKEN>'")
     return await _authenticate(request, token)
 
 

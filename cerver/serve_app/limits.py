@@ -10,18 +10,33 @@ Scope = dict[str, Any]
 
 
 class BodyLimit:
-    def __init__(self, app: Any, max_bytes: int) -> None:
+    """``max_bytes`` for every body, except paths ending in one of ``large_suffixes`` (file
+    uploads), which may carry up to ``large_bytes`` (their route enforces its own limit)."""
+
+    def __init__(
+        self,
+        app: Any,
+        max_bytes: int,
+        large_bytes: int = 0,
+        large_suffixes: tuple[str, ...] = (),
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.large_bytes = max(large_bytes, max_bytes)
+        self.large_suffixes = large_suffixes
+
+    def _limit(self, path: str) -> int:
+        return self.large_bytes if path.endswith(self.large_suffixes) else self.max_bytes
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self._limit(scope.get("path", ""))
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._refuse(send, limit)
             return
         seen = 0
         refused = False
@@ -31,7 +46,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > limit:
                     refused = True
                     raise _TooLarge
             return message
@@ -39,21 +54,21 @@ class BodyLimit:
         try:
             await self.app(scope, counted, send)
         except _TooLarge:
-            await self._refuse(send)
+            await self._refuse(send, limit)
         except Exception:
             if refused:
-                await self._refuse(send)
+                await self._refuse(send, limit)
                 return
             raise
 
-    async def _refuse(self, send: Any) -> None:
+    async def _refuse(self, send: Any, limit: int) -> None:
         body = json.dumps(
             {
                 "error": {
                     "code": "payload_too_large",
-                    "message": f"request body is larger than {self.max_bytes} bytes; send less "
-                    "(large files go through the file endpoints)",
-                    "details": {"max_bytes": self.max_bytes},
+                    "message": f"request body is larger than {limit} bytes; send less "
+                    "(large files go through PUT /sandbox/{id}/files)",
+                    "details": {"max_bytes": limit},
                 }
             }
         ).encode()

@@ -21,7 +21,7 @@ async def list_computes(
     c: AppContext = Depends(ctx),
 ) -> dict[str, Any]:
     rows = await asyncio.to_thread(
-        c.store.computes.list, who.id, include_released=include_released
+        c.store.computes.for_account, who.id, include_released=include_released
     )
     usable = await asyncio.to_thread(executable_providers, c.settings, c.store, who.id)
     return {

@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from cerver.actors.directory import SessionDirectory
+from cerver.actors.directory import ActorDirectory
 from cerver.adapters.base import ExecRequest
 from cerver.adapters.catalog import get_profile
 from cerver.errors import CerverError, NotFound, SessionClosed, Unprocessable
@@ -30,8 +30,8 @@ MAX_LIST = 200
 MAX_FULL = 100_000
 
 
-def directory(c: AppContext) -> SessionDirectory:
-    found: SessionDirectory = c.extras["directory"]
+def directory(c: AppContext) -> ActorDirectory:
+    found: ActorDirectory = c.extras["sessions"]
     return found
 
 
@@ -145,7 +145,7 @@ async def list_sessions(
 ) -> dict[str, Any]:
     before = decode_cursor(cursor) if cursor else None
     rows = await asyncio.to_thread(
-        c.store.sessions.list, who.id, limit=limit + 1, name=name, before=before
+        c.store.sessions.page, who.id, limit=limit + 1, name=name, before=before
     )
     page, more = rows[:limit], len(rows) > limit
     computes = {

@@ -41,9 +41,7 @@ class Accounts:
             if row is not None:
                 return Account(row.id, row.name)
             account = Account(new_id("acct"), name)
-            conn.execute(
-                insert(schema.accounts).values(id=account.id, name=name, created_at=now())
-            )
+            conn.execute(insert(schema.accounts).values(id=account.id, name=name, created_at=now()))
             return account
 
     def issue_token(self, account_id: str) -> str:

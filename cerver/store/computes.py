@@ -41,7 +41,7 @@ class Computes:
             row = conn.execute(query).mappings().first()
         return ComputeRow(**row) if row is not None else None
 
-    def list(self, account_id: str, *, include_released: bool = False) -> list[ComputeRow]:
+    def for_account(self, account_id: str, *, include_released: bool = False) -> list[ComputeRow]:
         query = select(C).where(C.c.account_id == account_id)
         if not include_released:
             query = query.where(C.c.status != "released")

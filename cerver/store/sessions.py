@@ -66,7 +66,7 @@ class Sessions:
             row = conn.execute(query).mappings().first()
         return SessionRow(**row) if row is not None else None
 
-    def list(
+    def page(
         self,
         account_id: str,
         *,

@@ -1,0 +1,127 @@
+"""SandboxActor: the host of a compute made through the lower-level `/sandbox` API.
+
+It owns the compute's adapter instance (and so, for `local`, its persistent interpreter)
+until the compute is deleted, reaped after `idle_s` without use (clients such as the
+published SDK never delete), or adopted by a session, whose actor then hosts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import ray
+
+from cerver.actors.provisioning import Provisioner
+from cerver.adapters.base import (
+    ExecRequest,
+    InstallRequest,
+    SandboxRecord,
+)
+from cerver.config import Settings
+from cerver.errors import Conflict, NotFound
+from cerver.models import ComputeChoice
+from cerver.store import ComputeRow, Store
+
+
+class SandboxCore:
+    def __init__(self, settings: Settings, compute_id: str) -> None:
+        self.settings = settings
+        self.compute_id = compute_id
+        self.store = Store.open(settings.database_url)
+        self.provisioner = Provisioner(settings, self.store)
+        self.last_used = time.monotonic()
+
+    async def create(self, account_id: str, choice: ComputeChoice, runtime: str) -> dict[str, Any]:
+        made = await self.provisioner.create(
+            account_id, choice, runtime=runtime, session_id=None, compute_id=self.compute_id
+        )
+        return {
+            "provider": made.provider,
+            "record": made.record.model_dump(mode="json"),
+            "provision_time_ms": made.provision_time_ms,
+        }
+
+    async def _record(self) -> tuple[ComputeRow, SandboxRecord]:
+        self.last_used = time.monotonic()
+        row = await asyncio.to_thread(self.store.computes.get, self.compute_id)
+        if row is None or row.status == "released" or row.record is None:
+            raise NotFound(f"sandbox {self.compute_id} not found (deleted or never made)")
+        if row.session_id is not None:
+            raise Conflict(
+                f"sandbox {self.compute_id} is attached to session {row.session_id}; use "
+                f"/v2/sessions/{row.session_id}/run"
+            )
+        return row, SandboxRecord.model_validate(row.record)
+
+    async def call(self, op: str, *args: Any) -> Any:
+        row, record = await self._record()
+        adapter = self.provisioner.adapter(row.provider)
+        method = getattr(adapter, op)
+        return await method(record, *args)
+
+    async def stream(self, request: ExecRequest) -> AsyncIterator[dict[str, Any]]:
+        row, record = await self._record()
+        adapter = self.provisioner.adapter(row.provider)
+        async for event in adapter.run_stream(record, request):
+            yield event.model_dump(exclude_none=True)
+
+    async def delete(self) -> None:
+        row = await asyncio.to_thread(self.store.computes.get, self.compute_id)
+        if row is None or row.status == "released":
+            return
+        if row.record is not None:
+            await self.provisioner.release(
+                self.compute_id, SandboxRecord.model_validate(row.record)
+            )
+        await self.provisioner.close()
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
+class SandboxActor:
+    def __init__(self, settings: Settings, compute_id: str) -> None:
+        self.core = SandboxCore(settings, compute_id)
+        self._reaper = asyncio.get_event_loop().create_task(self._reap(settings.sandbox_idle_s))
+
+    async def _reap(self, idle_s: float) -> None:
+        while True:
+            await asyncio.sleep(min(idle_s, 30.0))
+            if time.monotonic() - self.core.last_used > idle_s:
+                await self.core.delete()
+                ray.actor.exit_actor()
+
+    async def create(self, account_id: str, choice: ComputeChoice, runtime: str) -> dict[str, Any]:
+        return await self.core.create(account_id, choice, runtime)
+
+    async def run(self, request: ExecRequest) -> dict[str, Any]:
+        result = await self.core.call("run", request)
+        return dict(result.model_dump())
+
+    async def run_stream(self, request: ExecRequest) -> AsyncIterator[dict[str, Any]]:
+        async for item in self.core.stream(request):
+            yield item
+
+    async def install(self, request: InstallRequest) -> dict[str, Any]:
+        return dict((await self.core.call("install_package", request)).model_dump())
+
+    async def write_file(self, path: str, data: bytes) -> None:
+        await self.core.call("write_file", path, data)
+
+    async def read_file(self, path: str) -> bytes:
+        data: bytes = await self.core.call("read_file", path)
+        return data
+
+    async def get_state(self) -> dict[str, Any]:
+        return dict((await self.core.call("get_state")).model_dump())
+
+    async def set_state(self, state: dict[str, Any]) -> dict[str, Any]:
+        return dict((await self.core.call("set_state", state)).model_dump())
+
+    async def delete(self) -> None:
+        await self.core.delete()
+
+    async def pid(self) -> int:
+        return os.getpid()

@@ -1,0 +1,325 @@
+"""How a sandboxed process is confined: bwrap argv, mount hiding, uid drop, rlimits.
+
+Two layers, chosen per sandbox (``record.isolation``):
+
+``bwrap``
+    bubblewrap with ``--unshare-all`` (no network unless asked), a read-only ``/usr``,
+    a handful of ``/etc`` files, private ``/proc``, ``/dev``, ``/tmp``, and the workspace
+    read-write at ``/workspace``. Nothing else of the host filesystem exists inside.
+``rlimits``
+    no namespaces of bwrap's; the process sees the host filesystem with its own
+    uid's permissions.
+
+Under both, when the server runs as root, the child first enters a private mount
+namespace where ``settings.home``, ``/root``, ``/home`` and ``/tmp`` are covered by empty
+tmpfs mounts and only this sandbox's workspace and the runtimes' prefixes are bound back
+(so the server's database, other workspaces and root's home are not reachable even by
+path), then drops to the sandbox's own unprivileged uid/gid. Always: rlimits, a parent
+death signal, a new session (process group) and a scrubbed environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cerver.adapters.local import runtimes
+from cerver.adapters.local.layout import INTERNAL_DIR, WORKSPACE_IN_BWRAP, Limits, LocalSandboxData
+from cerver.config import Settings
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+CLONE_NEWNS = 0x00020000
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_REMOUNT = 0x20
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+
+ETC_FILES = (
+    "passwd", "group", "hosts", "resolv.conf", "nsswitch.conf", "host.conf", "gai.conf",
+    "localtime", "protocols", "services", "mime.types", "ssl", "ca-certificates",
+    "ca-certificates.conf", "alternatives", "ld.so.cache", "ld.so.conf", "ld.so.conf.d",
+    "bash.bashrc", "profile", "inputrc", "python3", f"python3.{sys.version_info.minor}",
+)  # fmt: skip
+NEVER_HIDE = ("/", "/usr", "/etc", "/proc", "/dev", "/sys", "/bin", "/lib", "/lib64")
+ROOT_MERGED_DIRS = ("bin", "sbin", "lib", "lib64", "lib32", "libx32")
+SANDBOX_HOSTNAME = "cerver-sandbox"
+
+
+def limits_from(settings: Settings, memory_mb: int | None = None) -> Limits:
+    memory = settings.sandbox_memory_mb
+    if memory_mb is not None:
+        memory = max(64, min(memory_mb, settings.sandbox_memory_mb))
+    return Limits(
+        cpu_s=settings.sandbox_cpu_s,
+        memory_mb=memory,
+        fsize_mb=settings.sandbox_fsize_mb,
+        nproc=settings.sandbox_nproc,
+    )
+
+
+def running_as_root() -> bool:
+    return os.geteuid() == 0
+
+
+# --------------------------------------------------------------------------- child setup
+
+
+@dataclass(frozen=True)
+class MountPlan:
+    """Run in the child as root: cover ``hide`` with tmpfs, bind ``expose`` back."""
+
+    hide: tuple[str, ...]
+    expose: tuple[tuple[str, bool], ...]  # (path, writable), re-bound at the same path
+    tmpfs_bytes: int
+
+
+def _check(rc: int, what: str) -> None:
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _mount(
+    source: str | None, target: str, fstype: str | None, flags: int, data: str | None
+) -> None:
+    _check(
+        _libc.mount(
+            source.encode() if source else None,
+            target.encode(),
+            fstype.encode() if fstype else None,
+            ctypes.c_ulong(flags),
+            data.encode() if data else None,
+        ),
+        f"mount {target}",
+    )
+
+
+def _apply_mount_plan(plan: MountPlan) -> None:
+    _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    _mount(None, "/", None, MS_REC | MS_PRIVATE, None)
+    fds = [os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) for path, _ in plan.expose]
+    for path in plan.hide:
+        mode = "1777" if path == "/tmp" else "0755"
+        _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"mode={mode},size={plan.tmpfs_bytes}")
+    for (path, writable), fd in zip(plan.expose, fds, strict=True):
+        os.makedirs(path, mode=0o755, exist_ok=True)
+        _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC, None)
+        if not writable:
+            _mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID, None)
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class ChildSetup:
+    """Everything done between fork and exec. Called in the child: no asyncio, no locks."""
+
+    limits: Limits
+    uid: int | None = None  # None: keep the server's user
+    gid: int | None = None
+    mount_plan: MountPlan | None = None
+    chdir: str | None = None
+    nproc: int = 0  # the RLIMIT_NPROC value to set (computed in the parent)
+
+    def __call__(self) -> None:
+        os.umask(0o022)  # the server may run with 077; tmpfs paths must stay traversable
+        if self.mount_plan is not None:
+            _apply_mount_plan(self.mount_plan)
+        if self.uid is not None and self.gid is not None:
+            os.setgroups([])
+            os.setgid(self.gid)
+            os.setuid(self.uid)
+        if self.chdir is not None:
+            os.chdir(self.chdir)
+        # After the uid change: changing credentials clears the parent-death signal.
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        mb = 1024 * 1024
+        lim = self.limits
+        for res, value in (
+            (resource.RLIMIT_CPU, lim.cpu_s),
+            (resource.RLIMIT_AS, lim.memory_mb * mb),
+            (resource.RLIMIT_FSIZE, lim.fsize_mb * mb),
+            (resource.RLIMIT_NPROC, self.nproc or lim.nproc),
+            (resource.RLIMIT_NOFILE, lim.nofile),
+            (resource.RLIMIT_CORE, 0),
+        ):
+            _soft, hard = resource.getrlimit(res)
+            if hard != resource.RLIM_INFINITY:
+                value = min(value, hard)
+            resource.setrlimit(res, (value, value))
+
+
+def _count_processes_of(uid: int) -> int:
+    count = 0
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                if entry.stat().st_uid == uid:
+                    count += 1
+            except FileNotFoundError:
+                continue
+    return count
+
+
+# --------------------------------------------------------------------------- launch
+
+
+@dataclass(frozen=True)
+class Launch:
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+    setup: ChildSetup
+    pass_fds: tuple[int, ...] = field(default=())
+    pidns: bool = False  # bwrap: its pid-1 init may outlive the process we spawn
+
+
+def _mount_plan(settings: Settings, data: LocalSandboxData) -> MountPlan:
+    candidates = [str(settings.home), str(settings.sandboxes_dir), "/root", "/home", "/tmp"]
+    real = sorted({os.path.realpath(p) for p in candidates if os.path.isdir(p)}, key=len)
+    hide: list[str] = []
+    for path in real:
+        if path in NEVER_HIDE or any(path.startswith(h.rstrip("/") + "/") for h in hide):
+            continue
+        hide.append(path)
+    expose = [(os.path.realpath(data.workspace), True)]
+    for prefix in runtimes.exposed_prefixes():
+        if any(prefix == h or prefix.startswith(h.rstrip("/") + "/") for h in hide):
+            expose.append((prefix, False))
+    return MountPlan(tuple(hide), tuple(expose), data.limits.fsize_mb * 1024 * 1024)
+
+
+def sandbox_env(data: LocalSandboxData, extra: dict[str, str]) -> dict[str, str]:
+    ws = data.workspace_inside
+    internal = f"{ws}/{INTERNAL_DIR}"
+    env = {
+        "PATH": runtimes.search_path([f"{ws}/node_modules/.bin", f"{internal}/site-packages/bin"]),
+        "HOME": ws,
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "TMPDIR": "/tmp" if data.isolation == "bwrap" else f"{internal}/tmp",
+        "PYTHONPATH": data.site_packages_inside(),
+        "NODE_PATH": f"{ws}/node_modules",
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+    }
+    env.update(data.env)
+    env.update(extra)
+    return env
+
+
+def bwrap_prefix_argv(data: LocalSandboxData, *, network: bool, cwd_inside: str) -> list[str]:
+    bwrap = shutil.which("bwrap") or "bwrap"
+    argv = [bwrap, "--unshare-all"]
+    if network:
+        argv.append("--share-net")
+    argv += ["--die-with-parent", "--new-session", "--hostname", SANDBOX_HOSTNAME]
+    argv += ["--ro-bind", "/usr", "/usr"]
+    for name in ROOT_MERGED_DIRS:
+        host = Path("/") / name
+        if host.is_symlink():
+            argv += ["--symlink", os.readlink(host), f"/{name}"]
+        elif host.is_dir():
+            argv += ["--ro-bind", str(host), f"/{name}"]
+    for name in ETC_FILES:
+        argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+    for prefix in runtimes.exposed_prefixes():
+        argv += ["--ro-bind", prefix, prefix]
+    argv += ["--proc", "/proc", "--dev", "/dev"]
+    argv += ["--size", str(data.limits.fsize_mb * 1024 * 1024), "--tmpfs", "/tmp"]
+    argv += ["--bind", os.path.realpath(data.workspace), WORKSPACE_IN_BWRAP]
+    argv += ["--chdir", cwd_inside, "--"]
+    return argv
+
+
+def build_launch(
+    settings: Settings,
+    data: LocalSandboxData,
+    inner_argv: list[str],
+    *,
+    network: bool,
+    env: dict[str, str],
+    cwd_rel: str = "",
+    pass_fds: tuple[int, ...] = (),
+) -> Launch:
+    """The argv, environment and child setup that run ``inner_argv`` in the sandbox."""
+    root = running_as_root()
+    host_cwd = (
+        os.path.join(os.path.realpath(data.workspace), cwd_rel) if cwd_rel else data.workspace
+    )
+    plan = _mount_plan(settings, data) if root else None
+    nproc = (
+        data.limits.nproc
+        if data.dedicated_uid
+        else _count_processes_of(os.getuid()) + data.limits.nproc
+    )
+    setup = ChildSetup(
+        limits=data.limits,
+        uid=data.uid if data.dedicated_uid else None,
+        gid=data.gid if data.dedicated_uid else None,
+        mount_plan=plan,
+        chdir=host_cwd if plan is not None else None,
+        nproc=nproc,
+    )
+    if data.isolation == "bwrap":
+        inside = WORKSPACE_IN_BWRAP + (f"/{cwd_rel}" if cwd_rel else "")
+        argv = bwrap_prefix_argv(data, network=network, cwd_inside=inside) + inner_argv
+    else:
+        argv = list(inner_argv)
+    return Launch(
+        argv, sandbox_env(data, env), host_cwd, setup, pass_fds, data.isolation == "bwrap"
+    )
+
+
+def enable_subreaper() -> None:
+    """Orphans of sandboxed processes get reparented to us (and reaped), not to init."""
+    _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+# --------------------------------------------------------------------------- bwrap probe
+
+_probe: dict[str, str | None] = {}
+
+
+async def bwrap_unavailable_reason(settings: Settings, data: LocalSandboxData) -> str | None:
+    """None when bwrap works here (probed once per process with a real launch), else why."""
+    if "result" in _probe:
+        return _probe["result"]
+    reason: str | None
+    if shutil.which("bwrap") is None:
+        reason = "bwrap is not installed"
+    else:
+        probe = data.model_copy(update={"isolation": "bwrap"})
+        launch = build_launch(settings, probe, ["/usr/bin/true"], network=False, env={})
+        enable_subreaper()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *launch.argv,
+                env=launch.env,
+                cwd=launch.cwd,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+                preexec_fn=launch.setup,
+                start_new_session=True,
+            )
+            _, err = await asyncio.wait_for(proc.communicate(), 10)
+        except (OSError, TimeoutError, ValueError, subprocess.SubprocessError) as exc:
+            reason = f"bwrap failed to start: {exc}"
+        else:
+            detail = err.decode(errors="replace").strip()
+            reason = None if proc.returncode == 0 else f"bwrap failed: {detail}"
+    _probe["result"] = reason
+    return reason

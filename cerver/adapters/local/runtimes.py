@@ -1,0 +1,117 @@
+"""The programs a local sandbox runs: where they are and what must be visible to run them.
+
+A runtime is located once per process. Inside bwrap only ``/usr`` (and a few ``/etc``
+files) is visible, so a runtime installed elsewhere (a pyenv build under ``/root/.pyenv``)
+contributes its installation prefix, which is exposed read-only, and nothing around it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from cerver.errors import BadRequest
+
+SYSTEM_PREFIX = "/usr"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    name: str
+    executable: str  # absolute, symlinks resolved up to the prefix
+    prefix: str  # installation prefix; exposed read-only when outside /usr
+
+    @property
+    def bin_dir(self) -> str:
+        return str(Path(self.executable).parent)
+
+    @property
+    def needs_bind(self) -> bool:
+        return not _is_under(self.prefix, SYSTEM_PREFIX)
+
+
+def _is_under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+@functools.cache
+def python() -> Runtime | None:
+    """The interpreter of the server's Python installation (not its venv)."""
+    prefix = os.path.realpath(sys.base_prefix)
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    for name in (f"python{version}", "python3"):
+        candidate = Path(prefix) / "bin" / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return Runtime("python", str(candidate), prefix)
+    found = shutil.which("python3")
+    if found is None:
+        return None
+    real = os.path.realpath(found)
+    return Runtime("python", real, str(Path(real).parent.parent))
+
+
+@functools.cache
+def node() -> Runtime | None:
+    found = shutil.which("node")
+    if found is None:
+        return None
+    real = os.path.realpath(found)
+    return Runtime("node", real, str(Path(real).parent.parent))
+
+
+@functools.cache
+def npm() -> str | None:
+    """npm's launcher; it runs on ``node`` and lives in node's prefix or /usr."""
+    found = shutil.which("npm")
+    return os.path.realpath(found) if found else None
+
+
+@functools.cache
+def bash() -> str | None:
+    for candidate in ("/usr/bin/bash", "/bin/bash"):
+        if os.access(candidate, os.X_OK):
+            return os.path.realpath(candidate)
+    found = shutil.which("bash")
+    return os.path.realpath(found) if found else None
+
+
+def require(runtime: Runtime | None, language: str) -> Runtime:
+    if runtime is None:
+        raise BadRequest(
+            f"the {language} runtime is not installed on this node "
+            f"(no {'python3' if language == 'python' else language} executable found)",
+            details={"language": language, "missing_runtime": language},
+        )
+    return runtime
+
+
+def require_bash() -> str:
+    path = bash()
+    if path is None:
+        raise BadRequest(
+            "the shell runtime is not installed on this node (no bash executable found)",
+            details={"language": "shell", "missing_runtime": "bash"},
+        )
+    return path
+
+
+def exposed_prefixes() -> list[str]:
+    """Installation prefixes outside /usr that sandboxes need read-only."""
+    prefixes: list[str] = []
+    for runtime in (python(), node()):
+        if runtime is not None and runtime.needs_bind and runtime.prefix not in prefixes:
+            prefixes.append(runtime.prefix)
+    return prefixes
+
+
+def search_path(extra_first: list[str]) -> str:
+    dirs = list(extra_first)
+    for runtime in (python(), node()):
+        if runtime is not None and runtime.bin_dir not in dirs:
+            dirs.append(runtime.bin_dir)
+    dirs += ["/usr/local/bin", "/usr/bin", "/bin"]
+    return ":".join(dict.fromkeys(dirs))

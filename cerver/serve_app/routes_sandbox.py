@@ -1,0 +1,253 @@
+"""The lower-level compute API, `/sandbox`: one endpoint per contract operation.
+
+Shapes the published `cerver` SDK 0.1.0 reads are fixed: `POST /sandbox` -> `sandbox_id`;
+`POST /sandbox/{id}/run` {code, timeout} -> output, error (a string, never null), exit_code,
+duration (ms); `POST /sandbox/{id}/install` {package} -> success. A sandbox is a compute like
+any other: it shows in GET /v2/computes and a session can adopt it with {"compute_id"}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import Field
+
+from cerver.actors.directory import ActorDirectory
+from cerver.adapters.base import ExecRequest, InstallRequest, Language
+from cerver.errors import CerverError, Conflict, NotFound, PayloadTooLarge, Unprocessable
+from cerver.models import ComputeChoice, Strict
+from cerver.serve_app.compute_choice import check_choice
+from cerver.serve_app.deps import AppContext, account, ctx
+from cerver.store import Account, ComputeRow
+from cerver.store.ids import new_id
+
+router = APIRouter(tags=["sandbox (lower-level compute API)"])
+
+
+class CreateSandbox(Strict):
+    provider: str = "local"
+    runtime: Language = "python"
+    env: dict[str, str] = Field(default_factory=dict)
+    network: bool = False
+
+
+class SandboxRun(Strict):
+    code: str = Field(min_length=1)
+    timeout: float | None = Field(default=None, gt=0)
+    language: Language = "python"
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+    stream: bool = False
+
+
+class SandboxInstall(Strict):
+    package: str = Field(min_length=1, max_length=200)
+    manager: Literal["pip", "npm"] = "pip"
+
+
+class SandboxStateBody(Strict):
+    state: dict[str, Any]
+
+
+def sandboxes(c: AppContext) -> ActorDirectory:
+    found: ActorDirectory = c.extras["sandboxes"]
+    return found
+
+
+async def owned_compute(c: AppContext, who: Account, sandbox_id: str) -> ComputeRow:
+    row = await asyncio.to_thread(c.store.computes.get, sandbox_id, who.id)
+    if row is None:
+        raise NotFound(f"sandbox {sandbox_id} not found; create one with POST /sandbox")
+    if row.status == "released":
+        raise NotFound(f"sandbox {sandbox_id} was deleted; create a new one with POST /sandbox")
+    return row
+
+
+def _describe(row: ComputeRow) -> dict[str, Any]:
+    record = row.record or {}
+    return {
+        "sandbox_id": row.id,
+        "compute_id": row.id,
+        "provider": row.provider,
+        "status": row.status,
+        "runtime": record.get("runtime"),
+        "isolation": record.get("isolation"),
+        "session_id": row.session_id,
+        "provision_time_ms": row.provision_time_ms,
+        "created_at": row.created_at,
+    }
+
+
+@router.post("/sandbox", status_code=201)
+async def create_sandbox(
+    body: CreateSandbox | None = None,
+    who: Account = Depends(account),
+    c: AppContext = Depends(ctx),
+) -> dict[str, Any]:
+    body = body or CreateSandbox()
+    choice = ComputeChoice(
+        provider=body.provider, runtime=body.runtime, env=body.env, network=body.network
+    )
+    await check_choice(c, who, choice)
+    compute_id = new_id("cmp")
+    try:
+        await sandboxes(c).call(compute_id, "create", who.id, choice, body.runtime)
+    except BaseException:
+        await sandboxes(c).kill(compute_id)
+        raise
+    return _describe(await owned_compute(c, who, compute_id))
+
+
+@router.get("/sandbox/{sandbox_id}")
+async def get_sandbox(
+    sandbox_id: str, who: Account = Depends(account), c: AppContext = Depends(ctx)
+) -> dict[str, Any]:
+    return _describe(await owned_compute(c, who, sandbox_id))
+
+
+def _exec_request(c: AppContext, body: SandboxRun) -> ExecRequest:
+    timeout = body.timeout if body.timeout is not None else c.settings.run_timeout_s
+    if timeout > c.settings.max_run_timeout_s:
+        raise Unprocessable(
+            f"timeout {timeout}s is above this server's maximum of "
+            f"{c.settings.max_run_timeout_s}s; lower it",
+            details={"field": "timeout", "max": c.settings.max_run_timeout_s},
+        )
+    return ExecRequest(
+        code=body.code, language=body.language, timeout_s=timeout, env=body.env, cwd=body.cwd
+    )
+
+
+@router.post("/sandbox/{sandbox_id}/run", response_model=None)
+async def run(
+    sandbox_id: str,
+    body: SandboxRun,
+    who: Account = Depends(account),
+    c: AppContext = Depends(ctx),
+) -> Any:
+    row = await owned_compute(c, who, sandbox_id)
+    request = _exec_request(c, body)
+    if body.stream:
+        return _stream(c, row, request)
+    result = await sandboxes(c).call(sandbox_id, "run", request)
+    error = result["stderr"]
+    if result.get("error") and result["error"] not in error:
+        error = f"{error}{result['error']}"
+    return {
+        # The contract's fields...
+        **result,
+        "traceback": result.get("error"),
+        # ...and the published SDK's (`error` is a string, never null).
+        "output": result["stdout"],
+        "error": error,
+        "duration": result["duration_ms"],
+        "sandbox_id": sandbox_id,
+        "provider": row.provider,
+    }
+
+
+def _stream(c: AppContext, row: ComputeRow, request: ExecRequest) -> StreamingResponse:
+    events = sandboxes(c).stream(row.id, "run_stream", request)
+
+    async def sse() -> AsyncIterator[bytes]:
+        try:
+            async for event in events:
+                yield f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
+        except CerverError as exc:
+            yield f"event: error\ndata: {json.dumps(exc.to_body())}\n\n".encode()
+        finally:
+            await events.aclose()
+
+    headers = {"X-Cerver-Provider": row.provider, "Cache-Control": "no-store"}
+    return StreamingResponse(sse(), media_type="text/event-stream", headers=headers)
+
+
+@router.post("/sandbox/{sandbox_id}/install")
+async def install(
+    sandbox_id: str,
+    body: SandboxInstall,
+    who: Account = Depends(account),
+    c: AppContext = Depends(ctx),
+) -> dict[str, Any]:
+    await owned_compute(c, who, sandbox_id)
+    request = InstallRequest(package=body.package, manager=body.manager)
+    result: dict[str, Any] = await sandboxes(c).call(sandbox_id, "install", request)
+    return result
+
+
+@router.put("/sandbox/{sandbox_id}/files")
+async def write_file(
+    sandbox_id: str,
+    request: Request,
+    path: str = Query(..., min_length=1, description="Path relative to the workspace"),
+    who: Account = Depends(account),
+    c: AppContext = Depends(ctx),
+) -> dict[str, Any]:
+    await owned_compute(c, who, sandbox_id)
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > c.settings.max_file_bytes:
+            raise PayloadTooLarge(
+                f"file is larger than {c.settings.max_file_bytes} bytes; split it or raise "
+                "CERVER_MAX_FILE_BYTES",
+                details={"max_bytes": c.settings.max_file_bytes},
+            )
+    await sandboxes(c).call(sandbox_id, "write_file", path, bytes(data))
+    return {"path": path, "size": len(data)}
+
+
+@router.get("/sandbox/{sandbox_id}/files")
+async def read_file(
+    sandbox_id: str,
+    path: str = Query(..., min_length=1, description="Path relative to the workspace"),
+    who: Account = Depends(account),
+    c: AppContext = Depends(ctx),
+) -> Response:
+    await owned_compute(c, who, sandbox_id)
+    data = await sandboxes(c).call(sandbox_id, "read_file", path)
+    return Response(content=data, media_type="application/octet-stream")
+
+
+@router.get("/sandbox/{sandbox_id}/state")
+async def get_state(
+    sandbox_id: str, who: Account = Depends(account), c: AppContext = Depends(ctx)
+) -> dict[str, Any]:
+    await owned_compute(c, who, sandbox_id)
+    state: dict[str, Any] = await sandboxes(c).call(sandbox_id, "get_state")
+    return state
+
+
+@router.put("/sandbox/{sandbox_id}/state")
+async def set_state(
+    sandbox_id: str,
+    body: SandboxStateBody,
+    who: Account = Depends(account),
+    c: AppContext = Depends(ctx),
+) -> dict[str, Any]:
+    await owned_compute(c, who, sandbox_id)
+    state: dict[str, Any] = await sandboxes(c).call(sandbox_id, "set_state", body.state)
+    return state
+
+
+@router.delete("/sandbox/{sandbox_id}")
+async def delete_sandbox(
+    sandbox_id: str, who: Account = Depends(account), c: AppContext = Depends(ctx)
+) -> dict[str, Any]:
+    row = await asyncio.to_thread(c.store.computes.get, sandbox_id, who.id)
+    if row is None:
+        raise NotFound(f"sandbox {sandbox_id} not found")
+    if row.session_id is not None:
+        raise Conflict(
+            f"sandbox {sandbox_id} is attached to session {row.session_id}; close that session "
+            "or swap its compute first"
+        )
+    if row.status != "released":
+        await sandboxes(c).call(sandbox_id, "delete")
+    await sandboxes(c).kill(sandbox_id)
+    return {"sandbox_id": sandbox_id, "deleted": True}
