@@ -92,6 +92,13 @@ class Settings(BaseModel):
     max_file_bytes: int = 16 * 1024 * 1024
     run_timeout_s: float = DEFAULT_RUN_TIMEOUT_S
     sandbox_idle_s: float = 3600.0
+    # Session hosts: warm pool, hibernation, backpressure (docs/sessions.md).
+    session_pool_size: int = 2
+    sandbox_pool_size: int = 1
+    hibernate_after_s: float = 300.0
+    max_live_sessions: int = 500
+    max_live_sessions_per_account: int = 200
+    overload_wait_s: float = 1.0
     max_run_timeout_s: float = DEFAULT_MAX_RUN_TIMEOUT_S
 
     @property
@@ -123,6 +130,14 @@ class Settings(BaseModel):
             ),
             max_file_bytes=_env_int("CERVER_MAX_FILE_BYTES", 16 * 1024 * 1024, minimum=1024),
             sandbox_idle_s=_env_float("CERVER_SANDBOX_IDLE_S", 3600.0, minimum=1.0),
+            session_pool_size=_env_int("CERVER_SESSION_POOL_SIZE", 2, minimum=0),
+            sandbox_pool_size=_env_int("CERVER_SANDBOX_POOL_SIZE", 1, minimum=0),
+            hibernate_after_s=_env_float("CERVER_HIBERNATE_AFTER_S", 300.0, minimum=0.1),
+            max_live_sessions=_env_int("CERVER_MAX_LIVE_SESSIONS", 500, minimum=1),
+            max_live_sessions_per_account=_env_int(
+                "CERVER_MAX_LIVE_SESSIONS_PER_ACCOUNT", 200, minimum=1
+            ),
+            overload_wait_s=_env_float("CERVER_OVERLOAD_WAIT_S", 1.0, minimum=0.0),
             run_timeout_s=_env_float("CERVER_RUN_TIMEOUT_S", DEFAULT_RUN_TIMEOUT_S, minimum=0.1),
             max_run_timeout_s=_env_float(
                 "CERVER_MAX_RUN_TIMEOUT_S", DEFAULT_MAX_RUN_TIMEOUT_S, minimum=1.0

@@ -61,6 +61,8 @@ def server_settings() -> Settings:
         output_limit_bytes=64 * 1024,
         run_timeout_s=20.0,
         max_run_timeout_s=120.0,
+        # Small enough that tests/integration/test_hibernation.py can reach it.
+        max_live_sessions_per_account=6,
     )
     prepare_home(settings)
     return settings
@@ -114,6 +116,11 @@ def other_api(server: str, other_token: str) -> Iterator[httpx.Client]:
         base_url=server, headers={"Authorization": f"Bearer {other_token}"}, timeout=60
     ) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def crowd_token(store) -> str:  # type: ignore[no-untyped-def]
+    return _token(store, "crowd")
 
 
 @pytest.fixture

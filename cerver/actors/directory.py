@@ -65,7 +65,7 @@ class ActorDirectory:
             try:
                 return await getattr(handle, method).remote(*args)
             except RayTaskError as exc:
-                raise _unwrap(exc) from None
+                raise unwrap(exc) from None
             except ActorUnavailableError:
                 # Restarting: the call was not delivered; wait and try again.
                 await asyncio.sleep(_RETRY_SLEEP_S)
@@ -91,7 +91,7 @@ class ActorDirectory:
                 try:
                     yield await ref
                 except RayTaskError as exc:
-                    raise _unwrap(exc) from None
+                    raise unwrap(exc) from None
             finished = True
         finally:
             if not finished:
@@ -109,7 +109,7 @@ class ActorDirectory:
         ray.kill(handle, no_restart=True)
 
 
-def _unwrap(exc: RayTaskError) -> Exception:
+def unwrap(exc: RayTaskError) -> Exception:
     cause = exc.cause
     if isinstance(cause, CerverError):
         return cause

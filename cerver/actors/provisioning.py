@@ -14,7 +14,7 @@ from typing import Any
 
 from cerver import secrets
 from cerver.adapters import registry
-from cerver.adapters.access import executable_providers
+from cerver.adapters.access import SELF_HOSTED, executable_providers
 from cerver.adapters.base import ComputeAdapter, SandboxRecord, SandboxSpec
 from cerver.adapters.catalog import get_profile
 from cerver.config import Settings
@@ -77,6 +77,14 @@ class Provisioner:
             adapter = registry.get(name)(self.settings, {})
             self._adapters[name] = adapter
         return adapter
+
+    async def warm(self, count: int) -> None:
+        """Pre-provision sandboxes of the self-hosted providers in this process."""
+        if count <= 0:
+            return
+        for provider in SELF_HOSTED:
+            if self.settings.local_provider and registry.has_adapter(provider):
+                await self.adapter(provider).warm(count)
 
     def no_compute_error(self, row: SessionRow) -> ComputeUnavailable:
         return compute_unavailable(

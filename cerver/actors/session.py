@@ -1,5 +1,7 @@
-"""SessionActor: one Ray actor per session. It owns the session's compute handle (adapter +
-sandbox record), its transcript writer and its metrics, and is their only writer.
+"""SessionHost: the Ray actor that hosts a live session. While bound to a session it owns
+the session's compute handle (adapter + sandbox record), its transcript writer and its
+metrics, and is their only writer. Hosts are pooled (cerver/actors/hosts.py): a host is
+bound on create/wake and unbound when its session closes or hibernates.
 
 Every transcript entry is committed to the store before the call that produced it returns,
 so an actor crash loses nothing that was acknowledged; on restart the actor reloads from the
@@ -9,10 +11,9 @@ store and says in the transcript what could not be kept (interpreter state).
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import ray
 
@@ -22,17 +23,24 @@ from cerver.config import Settings
 from cerver.errors import CerverError, Conflict, ProviderError, SessionClosed
 from cerver.metrics import MetricsState
 from cerver.models import ComputeChoice
-from cerver.store import SessionRow, Store
+from cerver.store import SessionRow
 
 
 class SessionCore:
     """The actor's logic, plain async Python (the Ray actor below only hosts it)."""
 
-    def __init__(self, settings: Settings, session_id: str, *, restarted: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        session_id: str,
+        provisioner: Provisioner,
+        *,
+        restarted: bool = False,
+    ) -> None:
         self.settings = settings
         self.session_id = session_id
-        self.store = Store.open(settings.database_url)
-        self.provisioner = Provisioner(settings, self.store)
+        self.store = provisioner.store
+        self.provisioner = provisioner
         self._row: SessionRow | None = None
         self._record: SandboxRecord | None = None
         self._restarted = restarted
@@ -159,7 +167,25 @@ class SessionCore:
             row.status = "closed"
             await self._append("system", {"event": "closed"}, metrics)
             self._record = None
-            await self.provisioner.close()
+
+    async def hibernate(self, idle_s: float) -> None:
+        """Give the host back: the store already has everything acknowledged; the sandbox
+        stays (files kept), in-process runtime state (a Python interpreter) does not."""
+        async with self._lock:
+            row = await self._load()
+            if row.status == "closed":
+                return
+            if self._record is not None:
+                await self.provisioner.adapter(self._record.provider).suspend(self._record)
+            await self._append(
+                "system",
+                {
+                    "event": "hibernated",
+                    "idle_s": round(idle_s, 3),
+                    "kept": ["transcript", "metrics", "sandbox files"],
+                    "lost": ["in-memory interpreter state (python variables)"],
+                },
+            )
 
     # --- running -------------------------------------------------------------------------
     async def _ready(self) -> tuple[SessionRow, SandboxRecord]:
@@ -241,28 +267,143 @@ def _result_content(result: ExecResult) -> dict[str, Any]:
     )
 
 
+class NotBound(CerverError):
+    """This host does not (or no longer) serve that session: look it up again."""
+
+    status, code = 503, "session_moved"
+
+
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
-class SessionActor:
-    """Ray host of a SessionCore: detached, named after the session, restartable."""
+class SessionHost:
+    """A pooled, restartable Ray actor that hosts one live session at a time."""
 
-    def __init__(self, settings: Settings, session_id: str) -> None:
-        restarted = ray.get_runtime_context().was_current_actor_reconstructed
-        self.core = SessionCore(settings, session_id, restarted=restarted)
+    def __init__(self, settings: Settings) -> None:
+        from cerver.actors.hosts import directory_handle
+        from cerver.store import Store
 
-    async def attach(self, choice: ComputeChoice | None, reason: str) -> dict[str, Any]:
-        return await self.core.attach(choice, reason)
+        self.settings = settings
+        self.provisioner = Provisioner(settings, Store.open(settings.database_url))
+        context = ray.get_runtime_context()
+        self.actor_id: str = context.get_actor_id() or ""
+        self.directory = directory_handle(settings)
+        self.core: SessionCore | None = None
+        self.inflight = 0
+        self.last_used = time.monotonic()
+        self._watcher: asyncio.Task[None] | None = None
+        if context.was_current_actor_reconstructed:
+            # Restarted after a crash: the directory says which session we were serving.
+            session_id = cast("str | None", ray.get(self.directory.who_am_i.remote(self.actor_id)))
+            if session_id is not None:
+                self.core = SessionCore(settings, session_id, self.provisioner, restarted=True)
 
-    async def run(self, request: ExecRequest, received_at: float) -> dict[str, Any]:
-        return await self.core.run(request, received_at)
+    # --- lifecycle -----------------------------------------------------------------------
+    async def ready(self) -> str:
+        self._start_watcher()
+        await self.provisioner.warm(self.settings.sandbox_pool_size)
+        return self.actor_id
+
+    async def bind(self, session_id: str) -> None:
+        self._start_watcher()
+        if self.core is not None and self.core.session_id != session_id:
+            raise Conflict(f"host already serves {self.core.session_id}")
+        if self.core is None:
+            self.core = SessionCore(self.settings, session_id, self.provisioner)
+        self.last_used = time.monotonic()
+
+    def _start_watcher(self) -> None:
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        period = max(0.05, min(self.settings.hibernate_after_s / 4.0, 5.0))
+        while True:
+            await asyncio.sleep(period)
+            idle = time.monotonic() - self.last_used
+            if (
+                self.core is not None
+                and self.inflight == 0
+                and idle > self.settings.hibernate_after_s
+            ):
+                await self._hibernate(idle)
+
+    async def _hibernate(self, idle_s: float) -> None:
+        core = self.core
+        if core is None:
+            return
+        await core.hibernate(idle_s)
+        await self._unbind(core.session_id)
+
+    async def _unbind(self, session_id: str) -> None:
+        self.core = None
+        me = ray.get_runtime_context().current_actor
+        if not await self.directory.release.remote(session_id, self.actor_id, me):
+            # The pool is full: leave once the current call has answered.
+            asyncio.get_running_loop().call_later(0.2, ray.kill, me)
+
+    def _bound(self, session_id: str) -> SessionCore:
+        if self.core is None or self.core.session_id != session_id:
+            raise NotBound(f"host {self.actor_id} does not serve {session_id}")
+        self.last_used = time.monotonic()
+        return self.core
+
+    # --- session operations --------------------------------------------------------------
+    async def attach(
+        self, session_id: str, choice: ComputeChoice | None, reason: str
+    ) -> dict[str, Any]:
+        core = self._bound(session_id)
+        self.inflight += 1
+        try:
+            return await core.attach(choice, reason)
+        finally:
+            self.inflight -= 1
+            self.last_used = time.monotonic()
+
+    async def run(
+        self, session_id: str, request: ExecRequest, received_at: float
+    ) -> dict[str, Any]:
+        core = self._bound(session_id)
+        self.inflight += 1
+        try:
+            return await core.run(request, received_at)
+        finally:
+            self.inflight -= 1
+            self.last_used = time.monotonic()
 
     async def run_stream(
-        self, request: ExecRequest, received_at: float
+        self, session_id: str, request: ExecRequest, received_at: float
     ) -> AsyncIterator[dict[str, Any]]:
-        async for item in self.core.run_stream(request, received_at):
-            yield item
+        core = self._bound(session_id)
+        self.inflight += 1
+        try:
+            async for item in core.run_stream(request, received_at):
+                yield item
+        finally:
+            self.inflight -= 1
+            self.last_used = time.monotonic()
 
-    async def close(self) -> None:
-        await self.core.close()
+    async def close(self, session_id: str) -> None:
+        core = self._bound(session_id)
+        self.inflight += 1
+        try:
+            await core.close()
+        finally:
+            self.inflight -= 1
+        await self._unbind(session_id)
+
+    async def abandon(self, session_id: str) -> None:
+        """Unbind without touching the store (the session's create failed and was undone)."""
+        if self.core is not None and self.core.session_id == session_id:
+            await self._unbind(session_id)
+
+    async def hibernate_now(self, session_id: str) -> None:
+        """Hibernate at once (tests, and the directory under memory pressure)."""
+        self._bound(session_id)
+        await self._hibernate(time.monotonic() - self.last_used)
+
+    async def session(self) -> str | None:
+        return self.core.session_id if self.core is not None else None
 
     async def pid(self) -> int:
+        import os
+
         return os.getpid()

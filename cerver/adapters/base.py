@@ -150,5 +150,12 @@ class ComputeAdapter(abc.ABC):
         state = await self.get_state(record)
         return state.status not in ("lost", "stopped", "failed")
 
+    async def warm(self, count: int) -> None:  # noqa: B027 (optional hook)
+        """Keep ``count`` sandboxes ready in this process so creating one starts nothing."""
+
+    async def suspend(self, record: SandboxRecord) -> None:  # noqa: B027 (optional hook)
+        """Release this process's resources for one sandbox (e.g. a running interpreter)
+        while the sandbox itself stays: used when its session hibernates."""
+
     async def close(self) -> None:  # noqa: B027 (an optional hook: nothing to release by default)
         """Release process-local resources (connections, child processes) of this instance."""

@@ -9,8 +9,8 @@ from ray import serve
 
 from cerver import __version__
 from cerver.actors.directory import ActorDirectory
+from cerver.actors.router import SessionRouter
 from cerver.actors.sandbox import SandboxActor
-from cerver.actors.session import SessionActor
 from cerver.config import Settings
 from cerver.serve_app import errors
 from cerver.serve_app.deps import AppContext
@@ -37,7 +37,7 @@ def build_app(settings: Settings) -> FastAPI:
         settings=settings,
         store=store,
         extras={
-            "sessions": ActorDirectory(SessionActor, settings),
+            "sessions": SessionRouter(settings),
             "sandboxes": ActorDirectory(SandboxActor, settings),
         },
     )
@@ -53,6 +53,11 @@ def build_app(settings: Settings) -> FastAPI:
     app.include_router(routes_computes.router)
     app.include_router(routes_sandbox.router)
     app.include_router(routes_gateway.router)
+
+    @app.on_event("startup")
+    async def warm_pool() -> None:
+        # Fill the session-host pool in the background; requests never wait for it.
+        app.state.ctx.extras["sessions"].directory.warm.remote()
 
     @app.get("/healthz", tags=["meta"])
     async def healthz() -> dict[str, str]:

@@ -11,7 +11,8 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from cerver.actors.directory import ActorDirectory
+from cerver.actors.router import SessionRouter
+from cerver.actors.session import NotBound
 from cerver.adapters.base import ExecRequest
 from cerver.adapters.catalog import get_profile
 from cerver.errors import CerverError, NotFound, SessionClosed, Unprocessable
@@ -30,8 +31,8 @@ MAX_LIST = 200
 MAX_FULL = 100_000
 
 
-def directory(c: AppContext) -> ActorDirectory:
-    found: ActorDirectory = c.extras["sessions"]
+def router_of(c: AppContext) -> SessionRouter:
+    found: SessionRouter = c.extras["sessions"]
     return found
 
 
@@ -96,7 +97,7 @@ async def _provision_first_that_works(c: AppContext, row: SessionRow, candidates
         for choice in candidates:
             started = time.perf_counter()
             try:
-                await directory(c).call(row.id, "attach", choice, "create")
+                await router_of(c).call(row.id, row.account_id, "attach", choice, "create")
             except CerverError as exc:
                 last = exc
                 attempts.append(
@@ -121,18 +122,18 @@ async def _provision_first_that_works(c: AppContext, row: SessionRow, candidates
                 )
             return
     except BaseException:
-        await _undo_create(c, row.id)
+        await _undo_create(c, row)
         raise
-    await _undo_create(c, row.id)
+    await _undo_create(c, row)
     if last is not None and len(candidates) > 1 and isinstance(last, CerverError):
         last.details = {"attempts": attempts, "last_error": last.details}
     assert last is not None
     raise last
 
 
-async def _undo_create(c: AppContext, session_id: str) -> None:
-    await directory(c).kill(session_id)
-    await asyncio.to_thread(c.store.sessions.delete, session_id)
+async def _undo_create(c: AppContext, row: SessionRow) -> None:
+    await router_of(c).abandon(row.id)
+    await asyncio.to_thread(c.store.sessions.delete, row.id)
 
 
 @router.get("/v2/sessions")
@@ -212,7 +213,7 @@ async def swap_compute(
         raise SessionClosed(f"session {session_id} is closed; create a new session")
     if body.compute is not None:
         await check_choice(c, who, body.compute)
-    await directory(c).call(row.id, "attach", body.compute, "swap")
+    await router_of(c).call(row.id, who.id, "attach", body.compute, "swap")
     return await current_view(c, await owned_session(c, who, session_id))
 
 
@@ -222,8 +223,7 @@ async def close_session(
 ) -> SessionView:
     row = await owned_session(c, who, session_id)
     if row.status != "closed":
-        await directory(c).call(row.id, "close")
-        await directory(c).kill(row.id)
+        await router_of(c).call(row.id, who.id, "close")
     return await current_view(c, await owned_session(c, who, session_id))
 
 
@@ -255,7 +255,7 @@ async def run(
     )
     if body.stream:
         return await _stream(c, row, exec_request, received)
-    out = await directory(c).call(row.id, "run", exec_request, received)
+    out = await router_of(c).call(row.id, who.id, "run", exec_request, received)
     headers = {
         "X-Cerver-Session-Id": row.id,
         "X-Cerver-Provider": out["provider"],
@@ -274,8 +274,13 @@ async def run(
 async def _stream(
     c: AppContext, row: SessionRow, request: ExecRequest, received: float
 ) -> StreamingResponse:
-    events = directory(c).stream(row.id, "run_stream", request, received)
-    first = await anext(events)  # raises our errors (closed, no compute) before any byte
+    router = router_of(c)
+    events = router.stream(row.id, row.account_id, "run_stream", request, received)
+    try:
+        first = await anext(events)  # raises our errors (closed, no compute) before any byte
+    except NotBound:  # the cached host had hibernated: the router looked it up again
+        events = router.stream(row.id, row.account_id, "run_stream", request, received)
+        first = await anext(events)
     open_ms = (time.time() - received) * 1000.0
     headers = {
         "X-Cerver-Session-Id": row.id,

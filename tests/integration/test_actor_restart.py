@@ -17,8 +17,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
 def actor_pid(settings: Settings, session_id: str) -> int:
-    handle = ray.get_actor(session_id, namespace=settings.ray_namespace)
-    return int(ray.get(handle.pid.remote(), timeout=30))
+    directory = ray.get_actor("cerver-session-directory", namespace=settings.ray_namespace)
+    host = ray.get(directory.lookup.remote(session_id), timeout=30)
+    return int(ray.get(host.pid.remote(), timeout=30))
 
 
 def test_killed_actor_loses_nothing_acknowledged(

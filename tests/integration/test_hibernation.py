@@ -1,0 +1,164 @@
+"""Warm pool, hibernation and wake, and backpressure of session hosts (real Ray actors)."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+import ray
+
+from cerver.actors.hosts import Overloaded, directory_handle
+from cerver.config import Settings
+from cerver.models import ComputeChoice
+from cerver.store import SessionRow, Store
+from cerver.store.ids import new_id, now
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+
+def directory(settings: Settings):  # type: ignore[no-untyped-def]
+    return ray.get_actor("cerver-session-directory", namespace=settings.ray_namespace)
+
+
+def host_of(settings: Settings, session_id: str):  # type: ignore[no-untyped-def]
+    return ray.get(directory(settings).lookup.remote(session_id), timeout=30)
+
+
+def test_hibernate_and_wake_keeps_transcript_files_and_says_what_was_lost(
+    api: httpx.Client, server_settings: Settings
+) -> None:
+    r = api.post("/v2/sessions", json={"compute": {"provider": "local"}})
+    assert r.status_code == 201, r.text
+    sid = r.json()["session_id"]
+    api.post(f"/v2/sessions/{sid}/run", json={"code": "echo kept > file.txt"})
+    api.post(f"/v2/sessions/{sid}/run", json={"code": "v = 7", "language": "python"})
+    host = host_of(server_settings, sid)
+    assert host is not None
+    ray.get(host.hibernate_now.remote(sid), timeout=30)
+    assert host_of(server_settings, sid) is None  # unbound: no live process for it
+    # Reads never wake it.
+    peek = api.get(f"/v2/sessions/{sid}", params={"tail": 1}).json()
+    assert peek["transcript"][-1]["content"]["event"] == "hibernated"
+    api.get(f"/v2/sessions/{sid}/metrics")
+    assert host_of(server_settings, sid) is None
+    # The next call wakes it: same id, same files; interpreter state was not kept.
+    out = api.post(f"/v2/sessions/{sid}/run", json={"code": "cat file.txt"}).json()
+    assert out["stdout"] == "kept\n"
+    assert host_of(server_settings, sid) is not None
+    lost = api.post(
+        f"/v2/sessions/{sid}/run", json={"code": "print(v)", "language": "python"}
+    ).json()
+    assert "exit_code" in lost, lost
+    assert lost["exit_code"] != 0 and "NameError" in lost["stderr"]
+    entries = api.get(f"/v2/sessions/{sid}", params={"full": 1}).json()["transcript"]
+    hib = [e for e in entries if e["content"].get("event") == "hibernated"]
+    assert len(hib) == 1 and "python" in " ".join(hib[0]["content"]["lost"])
+    assert [e["seq"] for e in entries] == list(range(1, len(entries) + 1))
+    api.delete(f"/v2/sessions/{sid}")
+
+
+def test_pool_refills_after_sessions_take_hosts(
+    api: httpx.Client, server_settings: Settings
+) -> None:
+    d = directory(server_settings)
+    before = ray.get(d.stats.remote())
+    ids = [
+        api.post("/v2/sessions", json={"compute": {"provider": "local"}}).json()["session_id"]
+        for _ in range(3)
+    ]
+    deadline = time.time() + 60
+    stats = ray.get(d.stats.remote())
+    while stats["free"] < server_settings.session_pool_size and time.time() < deadline:
+        time.sleep(0.2)
+        stats = ray.get(d.stats.remote())
+    assert stats["free"] >= server_settings.session_pool_size
+    assert stats["live"] >= 3
+    assert stats["created_total"] > before["created_total"] or before["free"] >= 3
+    for sid in ids:
+        api.delete(f"/v2/sessions/{sid}")
+    after = ray.get(d.stats.remote())
+    assert after["live"] == stats["live"] - 3
+
+
+def _session_row(store: Store, account_id: str) -> SessionRow:
+    stamp = now()
+    row = SessionRow(
+        id=new_id("sess"),
+        account_id=account_id,
+        name=None,
+        status="ready",
+        provider=None,
+        compute_id=None,
+        harness=None,
+        runtime="shell",
+        created_at=stamp,
+        updated_at=stamp,
+        closed_at=None,
+        metrics={},
+        routing=None,
+    )
+    store.sessions.create(row, [("system", {"event": "created"})])
+    return row
+
+
+def test_idle_timer_hibernates_and_limits_apply(server_settings: Settings) -> None:
+    # A directory of its own (own namespace) with a short idle timer and tight limits.
+    settings = server_settings.model_copy(
+        update={
+            "ray_namespace": f"hib-{time.time_ns()}",
+            "hibernate_after_s": 6.0,
+            "session_pool_size": 2,
+            "max_live_sessions": 2,
+            "max_live_sessions_per_account": 2,
+        }
+    )
+    store = Store.open(settings.database_url)
+    account = store.accounts.get_or_create("hibernation-test")
+    d = directory_handle(settings)
+    ray.get(d.warm.remote(), timeout=60)
+    rows = [_session_row(store, account.id) for _ in range(3)]
+    h1 = ray.get(d.acquire.remote(rows[0].id, account.id), timeout=60)
+    ray.get(d.acquire.remote(rows[1].id, account.id), timeout=60)
+    assert ray.get(d.stats.remote())["live"] == 2, ray.get(d.stats.remote())
+    with pytest.raises(Overloaded) as info:
+        ray.get(d.acquire.remote(rows[2].id, account.id), timeout=60)
+    assert info.value.retry_after_s >= 1 and "maximum of 2" in info.value.message
+    ray.get(h1.attach.remote(rows[0].id, ComputeChoice(provider="local"), "test"), timeout=60)
+    # Idle for longer than the timer: both hibernate and free their slots.
+    deadline = time.time() + 30
+    while ray.get(d.stats.remote())["live"] and time.time() < deadline:
+        time.sleep(0.2)
+    assert ray.get(d.stats.remote())["live"] == 0
+    ray.get(d.acquire.remote(rows[2].id, account.id), timeout=60)  # room again
+    types = [e.content.get("event") for e in store.sessions.transcript(rows[0].id)]
+    assert types[-1] == "hibernated"
+
+
+def test_overload_answers_429_with_retry_after(
+    server: str, crowd_token: str, server_settings: Settings
+) -> None:
+    limit = server_settings.max_live_sessions_per_account
+    headers = {"Authorization": f"Bearer {crowd_token}"}
+    with httpx.Client(base_url=server, headers=headers, timeout=120) as crowd:
+        ids = []
+        for _ in range(limit):
+            r = crowd.post("/v2/sessions", json={"compute": {"provider": "local"}})
+            assert r.status_code == 201, r.text
+            ids.append(r.json()["session_id"])
+        before = len(crowd.get("/v2/sessions", params={"limit": 200}).json()["sessions"])
+        started = time.monotonic()
+        r = crowd.post("/v2/sessions", json={"compute": {"provider": "local"}})
+        waited = time.monotonic() - started
+        assert r.status_code == 429, r.text
+        assert int(r.headers["Retry-After"]) >= 1
+        assert r.json()["error"]["code"] == "overloaded"
+        assert waited >= server_settings.overload_wait_s * 0.9  # it waited briefly first
+        # Nothing half-made: the refused session does not exist.
+        assert len(crowd.get("/v2/sessions", params={"limit": 200}).json()["sessions"]) == before
+        crowd.delete(f"/v2/sessions/{ids.pop()}")
+        r = crowd.post("/v2/sessions", json={"compute": {"provider": "local"}})
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["session_id"])
+        for sid in ids:
+            assert crowd.delete(f"/v2/sessions/{sid}").status_code == 200
