@@ -94,6 +94,7 @@ class Settings(BaseModel):
     sandbox_idle_s: float = 3600.0
     # Session hosts: warm pool, hibernation, backpressure (docs/sessions.md).
     session_pool_size: int = 2
+    sessions_per_host: int = 32
     sandbox_pool_size: int = 1
     hibernate_after_s: float = 300.0
     max_live_sessions: int = 500
@@ -131,6 +132,7 @@ class Settings(BaseModel):
             max_file_bytes=_env_int("CERVER_MAX_FILE_BYTES", 16 * 1024 * 1024, minimum=1024),
             sandbox_idle_s=_env_float("CERVER_SANDBOX_IDLE_S", 3600.0, minimum=1.0),
             session_pool_size=_env_int("CERVER_SESSION_POOL_SIZE", 2, minimum=0),
+            sessions_per_host=_env_int("CERVER_SESSIONS_PER_HOST", 32, minimum=1),
             sandbox_pool_size=_env_int("CERVER_SANDBOX_POOL_SIZE", 1, minimum=0),
             hibernate_after_s=_env_float("CERVER_HIBERNATE_AFTER_S", 300.0, minimum=0.1),
             max_live_sessions=_env_int("CERVER_MAX_LIVE_SESSIONS", 500, minimum=1),

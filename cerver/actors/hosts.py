@@ -1,24 +1,25 @@
 """The session directory: which host actor serves which session, and the warm pool of
 ready hosts.
 
-A session is *bound* to a host (a ``SessionHost`` actor) while it is live. Creating or
-waking a session takes a ready host from the pool (no process start on the request path)
-and binds it; a host whose session went idle hibernates: it releases its processes, unbinds
-and returns to the pool (or exits when the pool is full). The directory is one detached,
-named actor (``cerver-session-directory``) so every Serve replica on every node sees the
-same bindings; it also enforces the live-session limits (backpressure).
+A live session is *bound* to a host (a ``SessionHost`` actor, which serves up to
+``sessions_per_host`` sessions at once). Creating or waking a session binds it to a host
+that has room, packing sessions onto busy hosts first so that ``session_pool_size`` empty
+hosts stay ready for bursts (no process start on the request path); the pool refills in the
+background. A session that goes idle hibernates: its host unbinds it, and a host left empty
+beyond the pool's size exits. The directory is one detached, named actor
+(``cerver-session-directory``) so every Serve replica on every node sees the same bindings;
+it also enforces the live-session limits (backpressure).
 
 Known limit: the directory's state is in memory. If its process dies, it restarts empty;
-bound hosts then finish their current work and hibernate on their idle timer, and the next
-call to their sessions binds a fresh host (nothing acknowledged is lost: the store has it).
+hosts then finish their current work and hibernate on their idle timers, and the next call
+to a session binds it again (nothing acknowledged is lost: the store has it).
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections import Counter, deque
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
@@ -32,11 +33,16 @@ DIRECTORY_NAME = "cerver-session-directory"
 
 
 @dataclass
-class Binding:
+class Host:
     handle: ActorHandle
     actor_id: str
+    sessions: set[str] = field(default_factory=set)
+
+
+@dataclass
+class Binding:
+    actor_id: str
     account_id: str
-    bound_at: float
 
 
 class Overloaded(RateLimited):
@@ -47,48 +53,57 @@ class Overloaded(RateLimited):
 class SessionDirectory:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.hosts: dict[str, Host] = {}
         self.bound: dict[str, Binding] = {}
-        self.by_actor: dict[str, str] = {}
-        self.free: deque[tuple[ActorHandle, str]] = deque()
         self.pending: dict[str, asyncio.Future[ActorHandle]] = {}
         self.creating = 0
         self.created_total = 0
         self._refill_task: asyncio.Task[None] | None = None
 
     # --- pool --------------------------------------------------------------------------
-    async def _new_host(self) -> tuple[ActorHandle, str]:
+    def _empty(self) -> int:
+        return sum(1 for h in self.hosts.values() if not h.sessions)
+
+    async def _new_host(self) -> Host:
         from cerver.actors.session import SessionHost
 
-        handle = SessionHost.options(  # type: ignore[attr-defined]
-            name=new_id("host"),
-            namespace=self.settings.ray_namespace,
-            lifetime="detached",
-        ).remote(self.settings)
-        actor_id: str = await handle.ready.remote()
+        self.creating += 1
+        try:
+            handle = SessionHost.options(  # type: ignore[attr-defined]
+                name=new_id("host"),
+                namespace=self.settings.ray_namespace,
+                lifetime="detached",
+            ).remote(self.settings)
+            actor_id: str = await handle.ready.remote()
+        finally:
+            self.creating -= 1
+        host = Host(handle, actor_id)
+        self.hosts[actor_id] = host
         self.created_total += 1
-        return handle, actor_id
+        return host
 
     def _kick_refill(self) -> None:
         if self._refill_task is None or self._refill_task.done():
             self._refill_task = asyncio.get_running_loop().create_task(self._refill())
 
     async def _refill(self) -> None:
-        while len(self.free) + self.creating < self.settings.session_pool_size:
-            self.creating += 1
-            try:
-                self.free.append(await self._new_host())
-            finally:
-                self.creating -= 1
+        while self._empty() + self.creating < self.settings.session_pool_size:
+            await self._new_host()
 
     async def warm(self) -> int:
-        """Fill the pool now (start-up), and report its size."""
+        """Fill the pool now (start-up), and report how many empty hosts are ready."""
         await self._refill()
-        return len(self.free)
+        return self._empty()
+
+    def _place(self) -> Host | None:
+        """The fullest host that still has room (bin packing keeps empty hosts spare)."""
+        room = [h for h in self.hosts.values() if len(h.sessions) < self.settings.sessions_per_host]
+        return max(room, key=lambda h: len(h.sessions), default=None)
 
     # --- binding -----------------------------------------------------------------------
     async def lookup(self, session_id: str) -> ActorHandle | None:
         found = self.bound.get(session_id)
-        return found.handle if found is not None else None
+        return self.hosts[found.actor_id].handle if found is not None else None
 
     def _check_limits(self, account_id: str) -> None:
         live = len(self.bound) + len(self.pending)
@@ -113,10 +128,10 @@ class SessionDirectory:
             )
 
     async def acquire(self, session_id: str, account_id: str) -> ActorHandle:
-        """The host bound to ``session_id``, binding a pooled one if there is none."""
-        found = self.bound.get(session_id)
+        """The host bound to ``session_id``, binding it to a host with room if unbound."""
+        found = await self.lookup(session_id)
         if found is not None:
-            return found.handle
+            return found
         waiting = self.pending.get(session_id)
         if waiting is not None:
             return await asyncio.shield(waiting)
@@ -124,13 +139,17 @@ class SessionDirectory:
         future: asyncio.Future[ActorHandle] = asyncio.get_running_loop().create_future()
         self.pending[session_id] = future
         try:
-            handle, actor_id = self.free.popleft() if self.free else await self._new_host()
+            host = self._place() or await self._new_host()
+            host.sessions.add(session_id)  # reserve the slot before awaiting
+            try:
+                await host.handle.bind.remote(session_id)
+            except BaseException:
+                host.sessions.discard(session_id)
+                raise
+            self.bound[session_id] = Binding(host.actor_id, account_id)
             self._kick_refill()
-            await handle.bind.remote(session_id)
-            self.bound[session_id] = Binding(handle, actor_id, account_id, time.time())
-            self.by_actor[actor_id] = session_id
-            future.set_result(handle)
-            return handle
+            future.set_result(host.handle)
+            return host.handle
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: no "never retrieved" warning
@@ -139,42 +158,47 @@ class SessionDirectory:
             del self.pending[session_id]
 
     async def release(self, session_id: str, actor_id: str, handle: ActorHandle) -> bool:
-        """Unbind a host from its session and take it back into the pool. False: the pool is
-        full and the host should exit."""
+        """A host unbinds a session (closed, hibernated, abandoned). False: the host is empty
+        and surplus to the pool, and should exit."""
         found = self.bound.get(session_id)
         if found is not None and found.actor_id == actor_id:
             del self.bound[session_id]
-        self.by_actor.pop(actor_id, None)
-        if len(self.free) >= max(self.settings.session_pool_size, 1) * 2:
+        host = self.hosts.get(actor_id)
+        if host is None:
+            host = self.hosts[actor_id] = Host(handle, actor_id)  # known again after a restart
+        host.sessions.discard(session_id)
+        if not host.sessions and self._empty() > 2 * max(self.settings.session_pool_size, 1):
+            del self.hosts[actor_id]
             return False
-        self.free.append((handle, actor_id))
         return True
 
     async def drop(self, session_id: str) -> None:
         """Forget a binding whose host is gone for good; the next call binds a new host."""
         found = self.bound.pop(session_id, None)
         if found is not None:
-            self.by_actor.pop(found.actor_id, None)
+            host = self.hosts.get(found.actor_id)
+            if host is not None:
+                host.sessions.discard(session_id)
 
     async def forget_host(self, actor_id: str) -> None:
-        """A host died for good (its node went away): drop its binding and pool slot."""
-        session_id = self.by_actor.pop(actor_id, None)
-        found = self.bound.get(session_id) if session_id is not None else None
-        if session_id is not None and found is not None and found.actor_id == actor_id:
-            del self.bound[session_id]
-        self.free = deque((h, a) for h, a in self.free if a != actor_id)
+        """A host died for good (its node went away): drop it and its bindings."""
+        host = self.hosts.pop(actor_id, None)
+        for session_id in host.sessions if host is not None else ():
+            self.bound.pop(session_id, None)
 
-    async def who_am_i(self, actor_id: str) -> str | None:
-        return self.by_actor.get(actor_id)
+    async def who_am_i(self, actor_id: str) -> list[str]:
+        host = self.hosts.get(actor_id)
+        return sorted(host.sessions) if host is not None else []
 
     async def stats(self) -> dict[str, Any]:
-        per_account = Counter(b.account_id for b in self.bound.values())
         return {
             "live": len(self.bound),
-            "free": len(self.free),
+            "hosts": len(self.hosts),
+            "empty_hosts": self._empty(),
             "creating": self.creating,
             "created_total": self.created_total,
-            "per_account": dict(per_account),
+            "per_host": sorted((len(h.sessions) for h in self.hosts.values()), reverse=True),
+            "per_account": dict(Counter(b.account_id for b in self.bound.values())),
         }
 
 

@@ -11,8 +11,9 @@ store and says in the transcript what could not be kept (interpreter state).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, cast
 
 import ray
@@ -46,6 +47,19 @@ class SessionCore:
         self._restarted = restarted
         self._loaded = False
         self._lock = asyncio.Lock()
+        self.inflight = 0
+        self.last_used = time.monotonic()
+
+    @contextlib.contextmanager
+    def busy(self) -> Iterator[None]:
+        """Marks a call in progress: a busy session never hibernates."""
+        self.inflight += 1
+        self.last_used = time.monotonic()
+        try:
+            yield
+        finally:
+            self.inflight -= 1
+            self.last_used = time.monotonic()
 
     # --- loading -------------------------------------------------------------------------
     async def _load(self) -> SessionRow:
@@ -275,7 +289,10 @@ class NotBound(CerverError):
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
 class SessionHost:
-    """A pooled, restartable Ray actor that hosts one live session at a time."""
+    """A pooled, restartable Ray actor that hosts up to ``sessions_per_host`` live sessions.
+
+    Sessions are I/O-bound (their work runs in sandbox processes), so one async host
+    process serves many of them; a node holds far more sessions than it has processes."""
 
     def __init__(self, settings: Settings) -> None:
         from cerver.actors.hosts import directory_handle
@@ -286,15 +303,15 @@ class SessionHost:
         context = ray.get_runtime_context()
         self.actor_id: str = context.get_actor_id() or ""
         self.directory = directory_handle(settings)
-        self.core: SessionCore | None = None
-        self.inflight = 0
-        self.last_used = time.monotonic()
+        self.cores: dict[str, SessionCore] = {}
         self._watcher: asyncio.Task[None] | None = None
         if context.was_current_actor_reconstructed:
-            # Restarted after a crash: the directory says which session we were serving.
-            session_id = cast("str | None", ray.get(self.directory.who_am_i.remote(self.actor_id)))
-            if session_id is not None:
-                self.core = SessionCore(settings, session_id, self.provisioner, restarted=True)
+            # Restarted after a crash: the directory says which sessions we were serving.
+            ids = cast("list[str]", ray.get(self.directory.who_am_i.remote(self.actor_id)))
+            for session_id in ids:
+                self.cores[session_id] = SessionCore(
+                    settings, session_id, self.provisioner, restarted=True
+                )
 
     # --- lifecycle -----------------------------------------------------------------------
     async def ready(self) -> str:
@@ -304,11 +321,8 @@ class SessionHost:
 
     async def bind(self, session_id: str) -> None:
         self._start_watcher()
-        if self.core is not None and self.core.session_id != session_id:
-            raise Conflict(f"host already serves {self.core.session_id}")
-        if self.core is None:
-            self.core = SessionCore(self.settings, session_id, self.provisioner)
-        self.last_used = time.monotonic()
+        if session_id not in self.cores:
+            self.cores[session_id] = SessionCore(self.settings, session_id, self.provisioner)
 
     def _start_watcher(self) -> None:
         if self._watcher is None or self._watcher.done():
@@ -318,90 +332,71 @@ class SessionHost:
         period = max(0.05, min(self.settings.hibernate_after_s / 4.0, 5.0))
         while True:
             await asyncio.sleep(period)
-            idle = time.monotonic() - self.last_used
-            if (
-                self.core is not None
-                and self.inflight == 0
-                and idle > self.settings.hibernate_after_s
-            ):
-                await self._hibernate(idle)
+            now = time.monotonic()
+            for core in list(self.cores.values()):
+                idle = now - core.last_used
+                if core.inflight == 0 and idle > self.settings.hibernate_after_s:
+                    await self._hibernate(core, idle)
 
-    async def _hibernate(self, idle_s: float) -> None:
-        core = self.core
-        if core is None:
-            return
+    async def _hibernate(self, core: SessionCore, idle_s: float) -> None:
         await core.hibernate(idle_s)
         await self._unbind(core.session_id)
 
     async def _unbind(self, session_id: str) -> None:
-        self.core = None
+        self.cores.pop(session_id, None)
         me = ray.get_runtime_context().current_actor
-        if not await self.directory.release.remote(session_id, self.actor_id, me):
-            # The pool is full: leave once the current call has answered.
+        keep = await self.directory.release.remote(session_id, self.actor_id, me)
+        if not keep and not self.cores:
+            # Surplus empty host: leave once the current call has answered.
             asyncio.get_running_loop().call_later(0.2, ray.kill, me)
 
     def _bound(self, session_id: str) -> SessionCore:
-        if self.core is None or self.core.session_id != session_id:
+        core = self.cores.get(session_id)
+        if core is None:
             raise NotBound(f"host {self.actor_id} does not serve {session_id}")
-        self.last_used = time.monotonic()
-        return self.core
+        return core
 
     # --- session operations --------------------------------------------------------------
     async def attach(
         self, session_id: str, choice: ComputeChoice | None, reason: str
     ) -> dict[str, Any]:
         core = self._bound(session_id)
-        self.inflight += 1
-        try:
+        with core.busy():
             return await core.attach(choice, reason)
-        finally:
-            self.inflight -= 1
-            self.last_used = time.monotonic()
 
     async def run(
         self, session_id: str, request: ExecRequest, received_at: float
     ) -> dict[str, Any]:
         core = self._bound(session_id)
-        self.inflight += 1
-        try:
+        with core.busy():
             return await core.run(request, received_at)
-        finally:
-            self.inflight -= 1
-            self.last_used = time.monotonic()
 
     async def run_stream(
         self, session_id: str, request: ExecRequest, received_at: float
     ) -> AsyncIterator[dict[str, Any]]:
         core = self._bound(session_id)
-        self.inflight += 1
-        try:
+        with core.busy():
             async for item in core.run_stream(request, received_at):
                 yield item
-        finally:
-            self.inflight -= 1
-            self.last_used = time.monotonic()
 
     async def close(self, session_id: str) -> None:
         core = self._bound(session_id)
-        self.inflight += 1
-        try:
+        with core.busy():
             await core.close()
-        finally:
-            self.inflight -= 1
         await self._unbind(session_id)
 
     async def abandon(self, session_id: str) -> None:
         """Unbind without touching the store (the session's create failed and was undone)."""
-        if self.core is not None and self.core.session_id == session_id:
+        if session_id in self.cores:
             await self._unbind(session_id)
 
     async def hibernate_now(self, session_id: str) -> None:
         """Hibernate at once (tests, and the directory under memory pressure)."""
-        self._bound(session_id)
-        await self._hibernate(time.monotonic() - self.last_used)
+        core = self._bound(session_id)
+        await self._hibernate(core, time.monotonic() - core.last_used)
 
-    async def session(self) -> str | None:
-        return self.core.session_id if self.core is not None else None
+    async def sessions(self) -> list[str]:
+        return sorted(self.cores)
 
     async def pid(self) -> int:
         import os
