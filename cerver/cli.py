@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from cerver.config import ConfigError, Settings, prepare_home
+from cerver.stress.cli import stress_app
 
 app = typer.Typer(help="Cerver on Ray: one stable doorway into execution.", no_args_is_help=True)
 token_app = typer.Typer(help="Accounts and API tokens.", no_args_is_help=True)
@@ -106,15 +107,7 @@ def token_revoke(token: Annotated[str, typer.Argument(help="The token to revoke.
     typer.echo("revoked")
 
 
-def _mount_optional() -> None:
-    try:
-        from cerver.stress.cli import stress_app
-    except ImportError:
-        return
-    app.add_typer(stress_app, name="stress")
-
-
-_mount_optional()
+app.add_typer(stress_app, name="stress")
 
 
 def main() -> None:

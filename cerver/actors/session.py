@@ -47,6 +47,7 @@ class SessionCore:
         self._restarted = restarted
         self._loaded = False
         self._lock = asyncio.Lock()
+        self._load_lock = asyncio.Lock()
         self.inflight = 0
         self.last_used = time.monotonic()
 
@@ -64,27 +65,54 @@ class SessionCore:
     # --- loading -------------------------------------------------------------------------
     async def _load(self) -> SessionRow:
         if not self._loaded:
-            row = await asyncio.to_thread(self.store.sessions.get, self.session_id)
-            if row is None:
-                raise Conflict(f"session {self.session_id} does not exist in the store")
-            self._row = row
-            if row.compute_id:
-                compute = await asyncio.to_thread(self.store.computes.get, row.compute_id)
-                if compute is not None and compute.record:
-                    self._record = SandboxRecord.model_validate(compute.record)
-            self._loaded = True
-            if self._restarted and row.status != "closed":
-                await self._append(
-                    "system",
-                    {
-                        "event": "actor_restarted",
-                        "message": "the session's host process restarted; in-memory "
-                        "interpreter state (python variables) was lost, files were kept",
-                    },
-                )
-                self._restarted = False
+            async with self._load_lock:
+                if not self._loaded:
+                    await self._load_from_store()
         assert self._row is not None
         return self._row
+
+    async def _load_from_store(self) -> None:
+        row = await asyncio.to_thread(self.store.sessions.get, self.session_id)
+        if row is None:
+            raise Conflict(f"session {self.session_id} does not exist in the store")
+        self._row = row
+        if row.compute_id:
+            compute = await asyncio.to_thread(self.store.computes.get, row.compute_id)
+            if compute is not None and compute.record:
+                self._record = SandboxRecord.model_validate(compute.record)
+        self._loaded = True
+        if row.status == "closed":
+            return
+        if self._restarted:
+            await self._append(
+                "system",
+                {
+                    "event": "actor_restarted",
+                    "message": "the session's host process restarted; in-memory "
+                    "interpreter state (python variables) was lost, files were kept",
+                },
+            )
+            self._restarted = False
+        record = self._record
+        alive = record is None or await self.provisioner.adapter(record.provider).is_alive(record)
+        if record is not None and row.provider is not None and not alive:
+            await self._replace_lost(row, record)
+
+    async def _replace_lost(self, row: SessionRow, lost: SandboxRecord) -> None:
+        """The sandbox vanished while the session was not live: provision a new one on the
+        same provider and say so in the transcript."""
+        await self._append(
+            "compute",
+            {
+                "event": "sandbox_lost",
+                "compute_id": row.compute_id,
+                "sandbox_id": lost.sandbox_id,
+                "message": "the sandbox no longer exists at the provider; its files and "
+                "runtime state are lost; provisioning a replacement",
+            },
+        )
+        choice = ComputeChoice(provider=row.provider, runtime=row.runtime)  # type: ignore[arg-type]
+        await self._attach_locked(choice, "replace_lost_sandbox")
 
     def _metrics(self) -> MetricsState:
         assert self._row is not None
@@ -111,59 +139,64 @@ class SessionCore:
             row = await self._load()
             if row.status == "closed":
                 raise SessionClosed(f"session {self.session_id} is closed; create a new one")
-            metrics = self._metrics()
-            old = (row.compute_id, self._record)
-            now = time.time()
-            if choice is None:
-                new = None
-            else:
-                try:
-                    new = await self.provisioner.provision(row, choice)
-                except CerverError as exc:
-                    metrics.op(ok=False)
-                    await self._append(
-                        "compute",
-                        {"event": "provision_failed", "reason": reason, "error": exc.to_body()},
-                        metrics,
-                    )
-                    raise
-                metrics.op(ok=True)
-                metrics.provision_time_ms = round(new.provision_time_ms, 3)
-                metrics.attach(new.provider, new.price_per_hour_usd, now)
-            if new is None:
-                metrics.detach(now)
-            values = {
-                "provider": new.provider if new else None,
-                "compute_id": new.compute_id if new else None,
-                "status": "ready",
-                "runtime": new.record.runtime if new else row.runtime,
-            }
-            await asyncio.to_thread(self.store.sessions.update, self.session_id, **values)
-            for key, value in values.items():
-                setattr(row, key, value)
-            self._record = new.record if new else None
-            await self._append(
-                "compute",
-                {
-                    "event": "attached" if new else "detached",
-                    "reason": reason,
-                    "provider": values["provider"],
-                    "compute_id": values["compute_id"],
-                    "sandbox_id": new.record.sandbox_id if new else None,
-                    "isolation": new.record.isolation if new else None,
-                    "provision_time_ms": metrics.provision_time_ms if new else None,
-                    "previous_compute_id": old[0],
-                },
-                metrics,
-            )
-            if old[0] and old[1] is not None:
-                await self.provisioner.release(old[0], old[1])
-            return {
+            return await self._attach_locked(choice, reason)
+
+    async def _attach_locked(self, choice: ComputeChoice | None, reason: str) -> dict[str, Any]:
+        assert self._row is not None
+        row = self._row
+        metrics = self._metrics()
+        old = (row.compute_id, self._record)
+        now = time.time()
+        if choice is None:
+            new = None
+        else:
+            try:
+                new = await self.provisioner.provision(row, choice)
+            except CerverError as exc:
+                metrics.op(ok=False)
+                await self._append(
+                    "compute",
+                    {"event": "provision_failed", "reason": reason, "error": exc.to_body()},
+                    metrics,
+                )
+                raise
+            metrics.op(ok=True)
+            metrics.provision_time_ms = round(new.provision_time_ms, 3)
+            metrics.attach(new.provider, new.price_per_hour_usd, now)
+        if new is None:
+            metrics.detach(now)
+        values = {
+            "provider": new.provider if new else None,
+            "compute_id": new.compute_id if new else None,
+            "status": "ready",
+            "runtime": new.record.runtime if new else row.runtime,
+        }
+        await asyncio.to_thread(self.store.sessions.update, self.session_id, **values)
+        for key, value in values.items():
+            setattr(row, key, value)
+        self._record = new.record if new else None
+        await self._append(
+            "compute",
+            {
+                "event": "attached" if new else "detached",
+                "reason": reason,
                 "provider": values["provider"],
                 "compute_id": values["compute_id"],
                 "sandbox_id": new.record.sandbox_id if new else None,
                 "isolation": new.record.isolation if new else None,
-            }
+                "provision_time_ms": metrics.provision_time_ms if new else None,
+                "previous_compute_id": old[0],
+            },
+            metrics,
+        )
+        if old[0] and old[1] is not None:
+            await self.provisioner.release(old[0], old[1])
+        return {
+            "provider": values["provider"],
+            "compute_id": values["compute_id"],
+            "sandbox_id": new.record.sandbox_id if new else None,
+            "isolation": new.record.isolation if new else None,
+        }
 
     async def close(self) -> None:
         async with self._lock:

@@ -7,6 +7,7 @@ import asyncio
 
 from fastapi import APIRouter, Depends
 
+from cerver import secrets
 from cerver.adapters.access import executable_providers
 from cerver.adapters.catalog import ProviderProfile, effective_profiles
 from cerver.errors import Unauthorized
@@ -56,13 +57,11 @@ async def post_stress_test(
     executable = await asyncio.to_thread(executable_providers, c.settings, c.store, caller.id)
     if body.providers is None:  # a canary defaults to what this account can execute
         body = body.model_copy(update={"providers": sorted(executable) or None})
-    credentials = {
-        name: service.resolve_env_refs(
-            await asyncio.to_thread(c.store.credentials.refs, caller.id, name)
-        )
-        for name in (body.providers or [])
-        if name in executable
-    }
+    credentials = {}
+    for name in body.providers or []:
+        refs = await asyncio.to_thread(c.store.credentials.refs, caller.id, name)
+        if name in executable and refs:
+            credentials[name] = secrets.resolve(name, refs)
     return await service.submit(
         body,
         profiles,

@@ -4,7 +4,6 @@ execute on, saying why."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 from cerver.adapters import registry
@@ -34,12 +33,6 @@ def ensure_executable(plan: StressPlan, executable: set[str], settings: Settings
             + "; ".join(f"{n}: {r}" for n, r in reasons.items()),
             details={"not_executable": reasons, "executable": sorted(executable)},
         )
-
-
-def resolve_env_refs(refs: dict[str, str] | None) -> dict[str, str]:
-    """Credential references are names of environment variables (the ``env`` secrets
-    backend); values are read here, at provisioning time, and never stored."""
-    return {key: os.environ.get(name, "") for key, name in (refs or {}).items()}
 
 
 async def submit(

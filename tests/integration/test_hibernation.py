@@ -165,3 +165,27 @@ def test_overload_answers_429_with_retry_after(
         ids.append(r.json()["session_id"])
         for sid in ids:
             assert crowd.delete(f"/v2/sessions/{sid}").status_code == 200
+
+
+def test_sandbox_vanished_while_asleep_is_replaced(
+    api: httpx.Client, server_settings: Settings
+) -> None:
+    import shutil
+
+    r = api.post("/v2/sessions", json={"compute": {"provider": "local"}})
+    assert r.status_code == 201, r.text
+    first = r.json()
+    sid = first["session_id"]
+    api.post(f"/v2/sessions/{sid}/run", json={"code": "echo gone > f.txt"})
+    ray.get(host_of(server_settings, sid).hibernate_now.remote(sid), timeout=30)
+    shutil.rmtree(server_settings.sandboxes_dir / first["sandbox_id"])
+    out = api.post(f"/v2/sessions/{sid}/run", json={"code": "ls f.txt; echo fresh"}).json()
+    assert out["stdout"].endswith("fresh\n") and "f.txt" not in out["stdout"]
+    now = api.get(f"/v2/sessions/{sid}").json()
+    assert now["compute_id"] != first["compute_id"] and now["provider"] == "local"
+    entries = api.get(f"/v2/sessions/{sid}", params={"full": 1}).json()["transcript"]
+    events = [e["content"].get("event") for e in entries]
+    lost = events.index("sandbox_lost")
+    assert events[lost + 1] == "attached"
+    assert entries[lost + 1]["content"]["reason"] == "replace_lost_sandbox"
+    api.delete(f"/v2/sessions/{sid}")

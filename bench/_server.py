@@ -1,0 +1,91 @@
+"""Start a real Cerver (Ray + Serve + SQLite) in this process for a benchmark, and measure
+the processes it owns. Shared by the bench scripts; not a test fixture."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from cerver.config import Settings, prepare_home
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def running_server(**overrides: Any) -> Iterator[tuple[str, str, Settings]]:
+    """Yields (base_url, token, settings); shuts Ray down on exit."""
+    import ray
+    from ray import serve
+
+    from cerver.serve_app.app import application
+    from cerver.store import Store
+
+    home = Path(tempfile.mkdtemp(prefix="cerver-bench-", dir="/tmp"))
+    os.chmod(home, 0o711)
+    settings = Settings(
+        home=home,
+        database_url=f"sqlite:///{home / 'cerver.db'}",
+        port=free_port(),
+        ray_namespace="cerver-bench",
+        **overrides,
+    )
+    prepare_home(settings)
+    store = Store.open(settings.database_url)
+    token = store.accounts.issue_token(store.accounts.get_or_create("bench").id)
+    ray.init(
+        address="local",
+        num_cpus=os.cpu_count() or 2,
+        include_dashboard=False,
+        namespace="cerver-bench",
+        log_to_driver=False,
+    )
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": settings.port})
+        serve.run(application(settings), name="cerver", route_prefix="/")
+        directory = ray.get_actor("cerver-session-directory", namespace="cerver-bench")
+        ray.get(directory.warm.remote(), timeout=120)
+        yield f"http://127.0.0.1:{settings.port}", token, settings
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def process_tree(root: int | None = None) -> list[tuple[int, str, int]]:
+    """(pid, name, rss_bytes) for every live descendant of ``root`` (default: this process)."""
+    root = root or os.getpid()
+    children: dict[int, list[int]] = {}
+    names: dict[int, str] = {}
+    rss: dict[int, int] = {}
+    page = os.sysconf("SC_PAGE_SIZE")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                raw = f.read()
+            with open(f"/proc/{entry}/statm") as f:
+                resident = int(f.read().split()[1]) * page
+        except (OSError, ValueError, IndexError):
+            continue
+        name = raw[raw.index("(") + 1 : raw.rindex(")")]
+        fields = raw.rsplit(")", 1)[1].split()
+        if fields[0] == "Z":
+            continue
+        pid = int(entry)
+        children.setdefault(int(fields[1]), []).append(pid)
+        names[pid], rss[pid] = name, resident
+    out, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append((child, names[child], rss[child]))
+            todo.append(child)
+    return out

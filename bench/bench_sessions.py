@@ -1,0 +1,273 @@
+"""Session benchmarks after the method of the public sandbox leaderboards.
+
+Starts a real Cerver in-process (Ray + Serve + SQLite, `local` provider) and measures over
+HTTP on loopback:
+  - time to first command (create a session, then `true` done): sequential, staggered
+    (one every 200 ms), burst (all at once); p50/p95/p99 and success rate;
+  - exec round trip of `true` (shell) and `print(1)` (python), sequential and 5-way parallel;
+  - gateway overhead: client-observed latency minus the sandbox's own measured run time;
+  - hibernate and wake: N sessions each run one command and go idle; live host processes and
+    resident memory before, at peak and after they hibernate; then wake-and-run latency.
+Prints a table and writes bench/results/sessions.json.
+
+    python bench/bench_sessions.py            # full run (~10 minutes on 2 cores)
+    python bench/bench_sessions.py --quick    # smaller counts, for a smoke check
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _server import process_tree, running_server  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "sessions.json"
+CREATE = {"compute": {"provider": "local"}}
+
+
+def pct(values: list[float]) -> dict[str, float]:
+    arr = np.asarray(values, dtype=float)
+    if arr.size == 0:
+        return {"n": 0}
+    p50, p95, p99 = np.percentile(arr, [50, 95, 99])
+    return {
+        "n": int(arr.size),
+        "p50": round(float(p50), 2),
+        "p95": round(float(p95), 2),
+        "p99": round(float(p99), 2),
+        "mean": round(float(arr.mean()), 2),
+    }
+
+
+async def first_command(client: httpx.AsyncClient, cleanup: list[str]) -> float | None:
+    started = time.perf_counter()
+    r = await client.post("/v2/sessions", json=CREATE)
+    if r.status_code != 201:
+        return None
+    sid = r.json()["session_id"]
+    cleanup.append(sid)
+    r = await client.post(f"/v2/sessions/{sid}/run", json={"code": "true"})
+    if r.status_code != 200 or r.json()["exit_code"] != 0:
+        return None
+    return (time.perf_counter() - started) * 1000.0
+
+
+async def close_all(client: httpx.AsyncClient, ids: list[str]) -> None:
+    for i in range(0, len(ids), 20):
+        await asyncio.gather(*(client.delete(f"/v2/sessions/{s}") for s in ids[i : i + 20]))
+    ids.clear()
+
+
+async def ttfc(client: httpx.AsyncClient, n: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    ids: list[str] = []
+    # sequential
+    seq = [await first_command(client, ids) for _ in range(n)]
+    await close_all(client, ids)
+    out["sequential"] = pct([v for v in seq if v is not None]) | {
+        "success_rate": sum(v is not None for v in seq) / n
+    }
+    # staggered: one every 200 ms, overlapping
+    tasks = []
+    for _ in range(n):
+        tasks.append(asyncio.create_task(first_command(client, ids)))
+        await asyncio.sleep(0.2)
+    stag = await asyncio.gather(*tasks)
+    await close_all(client, ids)
+    out["staggered_200ms"] = pct([v for v in stag if v is not None]) | {
+        "success_rate": sum(v is not None for v in stag) / n
+    }
+    # burst: all at once
+    started = time.perf_counter()
+    burst = await asyncio.gather(*(first_command(client, ids) for _ in range(n)))
+    wall = (time.perf_counter() - started) * 1000.0
+    await close_all(client, ids)
+    out["burst"] = pct([v for v in burst if v is not None]) | {
+        "success_rate": sum(v is not None for v in burst) / n,
+        "all_done_ms": round(wall, 1),
+    }
+    return out
+
+
+async def exec_round_trips(client: httpx.AsyncClient, n: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for label, runtime, code in (("true", "shell", "true"), ("print(1)", "python", "print(1)")):
+        sid = (await client.post("/v2/sessions", json=CREATE | {"runtime": runtime})).json()[
+            "session_id"
+        ]
+        await client.post(f"/v2/sessions/{sid}/run", json={"code": code})  # warm
+        client_ms: list[float] = []
+        overhead: list[float] = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            r = await client.post(f"/v2/sessions/{sid}/run", json={"code": code})
+            ms = (time.perf_counter() - t0) * 1000.0
+            client_ms.append(ms)
+            overhead.append(ms - r.json()["duration_ms"])
+        parallel: list[float] = []
+
+        async def one() -> None:
+            t0 = time.perf_counter()
+            await client.post(f"/v2/sessions/{sid}/run", json={"code": code})
+            parallel.append((time.perf_counter() - t0) * 1000.0)
+
+        for _ in range(n // 5):
+            await asyncio.gather(*(one() for _ in range(5)))
+        out[label] = {
+            "sequential": pct(client_ms),
+            "parallel_5": pct(parallel),
+            "gateway_overhead": pct(overhead),
+        }
+        await client.delete(f"/v2/sessions/{sid}")
+    return out
+
+
+def census() -> dict[str, Any]:
+    procs = process_tree()
+    hosts = [p for p in procs if p[1].startswith("ray::SessionHos")]
+    return {
+        "processes": len(procs),
+        "session_hosts": len(hosts),
+        "rss_mb": round(sum(p[2] for p in procs) / 2**20, 1),
+    }
+
+
+async def hibernate_and_wake(
+    client: httpx.AsyncClient, n: int, hibernate_after_s: float, wake_samples: int
+) -> dict[str, Any]:
+    before = census()
+    ids: list[str] = []
+    peak = dict(before)
+    failures = 0
+
+    async def one() -> None:
+        nonlocal failures
+        r = await client.post("/v2/sessions", json=CREATE)
+        if r.status_code != 201:
+            failures += 1
+            return
+        sid = r.json()["session_id"]
+        ids.append(sid)
+        r = await client.post(f"/v2/sessions/{sid}/run", json={"code": "echo hi > f.txt"})
+        failures += r.status_code != 200
+
+    started = time.perf_counter()
+    for i in range(0, n, 10):
+        await asyncio.gather(*(one() for _ in range(min(10, n - i))))
+        now = census()
+        if now["rss_mb"] > peak["rss_mb"]:
+            peak = now
+    create_s = time.perf_counter() - started
+    # Wait for every session to hibernate.
+    deadline = time.time() + hibernate_after_s * 4 + 120
+    after = census()
+    while time.time() < deadline:
+        await asyncio.sleep(2)
+        after = census()
+        if after["session_hosts"] <= before["session_hosts"]:
+            break
+    wake: list[float] = []
+    for sid in ids[:wake_samples]:
+        t0 = time.perf_counter()
+        r = await client.post(f"/v2/sessions/{sid}/run", json={"code": "cat f.txt"})
+        if r.status_code == 200 and r.json()["stdout"] == "hi\n":
+            wake.append((time.perf_counter() - t0) * 1000.0)
+    return {
+        "sessions": n,
+        "failures": failures,
+        "create_and_run_s": round(create_s, 1),
+        "before": before,
+        "peak": peak,
+        "after_hibernation": after,
+        "memory_vs_start_percent": round(100.0 * after["rss_mb"] / before["rss_mb"] - 100, 1),
+        "wake_and_run_ms": pct(wake),
+    }
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    overrides = {
+        "hibernate_after_s": args.hibernate_after,
+        "max_live_sessions": 5000,
+        "max_live_sessions_per_account": 5000,
+        "session_pool_size": 2,
+    }
+    with running_server(**overrides) as (base, token, settings):
+        headers = {"Authorization": f"Bearer {token}"}
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+        async with httpx.AsyncClient(
+            base_url=base, headers=headers, timeout=120, limits=limits
+        ) as client:
+            report: dict[str, Any] = {
+                "machine": {
+                    "cpus": __import__("os").cpu_count(),
+                    "python": platform.python_version(),
+                    "platform": platform.platform(),
+                },
+                "settings": overrides | {"sessions_per_host": settings.sessions_per_host},
+            }
+            report["time_to_first_command_ms"] = await ttfc(client, args.n)
+            report["exec_round_trip_ms"] = await exec_round_trips(client, args.exec_n)
+            report["hibernate_and_wake"] = await hibernate_and_wake(
+                client, args.sessions, args.hibernate_after, args.wake_samples
+            )
+    return report
+
+
+def print_table(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Cerver sessions (ms unless noted)")
+    for col in ("measure", "p50", "p95", "p99", "note"):
+        table.add_column(col)
+    for mode, row in report["time_to_first_command_ms"].items():
+        note = f"success {row.get('success_rate', 0):.0%}"
+        if "all_done_ms" in row:
+            note += f", all done in {row['all_done_ms']} ms"
+        table.add_row(f"time to first command, {mode}", *_p(row), note)
+    for label, rows in report["exec_round_trip_ms"].items():
+        for mode, row in rows.items():
+            table.add_row(f"exec `{label}`, {mode}", *_p(row), "")
+    hw = report["hibernate_and_wake"]
+    table.add_row("wake and run", *_p(hw["wake_and_run_ms"]), f"after {hw['sessions']} sessions")
+    Console().print(table)
+    Console().print(
+        f"hibernate: before {hw['before']}, peak {hw['peak']}, after {hw['after_hibernation']}"
+        f" (memory vs start {hw['memory_vs_start_percent']}%)"
+    )
+
+
+def _p(row: dict[str, Any]) -> list[str]:
+    return [str(row.get(k, "-")) for k in ("p50", "p95", "p99")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small counts (smoke check)")
+    parser.add_argument("-n", type=int, default=100, help="samples per time-to-first-command mode")
+    parser.add_argument("--exec-n", type=int, default=300)
+    parser.add_argument("--sessions", type=int, default=2000)
+    parser.add_argument("--wake-samples", type=int, default=50)
+    parser.add_argument("--hibernate-after", type=float, default=5.0)
+    args = parser.parse_args()
+    if args.quick:
+        args.n, args.exec_n, args.sessions, args.wake_samples = 10, 30, 60, 10
+    report = asyncio.run(main_async(args))
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2))
+    print_table(report)
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
