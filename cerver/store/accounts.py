@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, insert, select, update
 
 from cerver.store import schema
+from cerver.store.db import insert_or
 from cerver.store.ids import new_id, now
 
 TOKEN_PREFIX = "ck_"
@@ -34,15 +35,20 @@ class Accounts:
             return len(conn.execute(select(schema.accounts.c.id)).all())
 
     def get_or_create(self, name: str) -> Account:
-        with self.engine.begin() as conn:
-            row = conn.execute(
-                select(schema.accounts).where(schema.accounts.c.name == name)
-            ).first()
-            if row is not None:
-                return Account(row.id, row.name)
-            account = Account(new_id("acct"), name)
-            conn.execute(insert(schema.accounts).values(id=account.id, name=name, created_at=now()))
-            return account
+        query = select(schema.accounts).where(schema.accounts.c.name == name)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            # Insert-if-absent is atomic: of two processes creating the same name, one
+            # inserts, the other waits for it and then reads the winner's row.
+            with self.engine.begin() as conn:
+                conn.execute(
+                    insert_or(conn, schema.accounts)
+                    .values(id=new_id("acct"), name=name, created_at=now())
+                    .on_conflict_do_nothing(index_elements=["name"])
+                )
+                row = conn.execute(query).one()
+        return Account(row.id, row.name)
 
     def issue_token(self, account_id: str) -> str:
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)

@@ -3,9 +3,10 @@ never as values. Resolution happens at provisioning time, in the process that pr
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, delete, insert, select
+from sqlalchemy import Engine, select
 
 from cerver.store import schema
+from cerver.store.db import insert_or
 from cerver.store.ids import now
 
 P = schema.provider_credentials
@@ -16,11 +17,15 @@ class Credentials:
         self.engine = engine
 
     def put(self, account_id: str, provider: str, refs: dict[str, str]) -> None:
+        """Store (or replace) the references; an upsert, so racing puts leave one of them."""
         with self.engine.begin() as conn:
-            conn.execute(delete(P).where(P.c.account_id == account_id, P.c.provider == provider))
+            stmt = insert_or(conn, P).values(
+                account_id=account_id, provider=provider, refs=refs, created_at=now()
+            )
             conn.execute(
-                insert(P).values(
-                    account_id=account_id, provider=provider, refs=refs, created_at=now()
+                stmt.on_conflict_do_update(
+                    index_elements=["account_id", "provider"],
+                    set_={"refs": stmt.excluded.refs, "created_at": stmt.excluded.created_at},
                 )
             )
 

@@ -1,20 +1,31 @@
-"""Engine creation, per-dialect tuning and schema set-up.
+"""Engine creation, per-dialect tuning, and the schema migrations that run on first use.
 
 SQLite (the embedded default) runs in WAL mode with a busy timeout, because a Serve replica
 and many session actors write to the same file from different processes. PostgreSQL is
-selected by a ``postgresql://`` URL and needs nothing special.
+selected by a ``postgresql://`` (or ``postgres://``) URL and driven by psycopg 3.
+
+Both engines serialise JSON the same way: non-finite floats (NaN, ±inf), which PostgreSQL's
+``json`` type rejects, are stored as ``null`` on both backends so they behave alike.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import threading
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 
-from cerver.store.schema import metadata
+from cerver.store.migrations import migrate
 
 _ENGINES: dict[str, Engine] = {}
+_LOCK = threading.Lock()
+
+_POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+_PSYCOPG_SCHEME = "postgresql+psycopg://"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -26,22 +37,85 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def engine_for(url: str) -> Engine:
-    """One engine per URL per process; the schema is created on first use."""
-    engine = _ENGINES.get(url)
-    if engine is not None:
-        return engine
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def json_dumps(value: Any) -> str:
+    """JSON for a JSON column: strict JSON (valid for PostgreSQL), NaN/±inf become null."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(value), allow_nan=False)
+
+
+def insert_or(conn: Connection, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT that takes ``on_conflict_do_nothing`` / ``on_conflict_do_update`` (the same
+    API on both dialects): the atomic way to insert-if-absent or upsert under concurrency."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def driver_url(url: str) -> str:
+    """The SQLAlchemy URL for a configured one: plain PostgreSQL URLs get psycopg 3."""
+    for scheme in _POSTGRES_SCHEMES:
+        if url.startswith(scheme):
+            return _PSYCOPG_SCHEME + url[len(scheme) :]
+    return url
+
+
+def new_engine(url: str) -> Engine:
+    """A new engine for ``url`` with the per-dialect tuning; not cached, not migrated."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 10}, pool_size=8
+            url,
+            connect_args={"check_same_thread": False, "timeout": 10},
+            pool_size=8,
+            json_serializer=json_dumps,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
-    else:
-        url = url.replace("postgresql://", "postgresql+psycopg://", 1)
-        engine = create_engine(url, pool_pre_ping=True, pool_size=8)
-    metadata.create_all(engine)
-    _ENGINES[url] = engine
+        return engine
+    return create_engine(
+        driver_url(url),
+        connect_args={"connect_timeout": 10},
+        pool_pre_ping=True,
+        pool_size=8,
+        json_serializer=json_dumps,
+    )
+
+
+def engine_for(url: str) -> Engine:
+    """One engine per URL per process; the schema is migrated to the latest version on first
+    use (see ``cerver.store.migrations``)."""
+    engine = _ENGINES.get(url)
+    if engine is not None:
+        return engine
+    with _LOCK:
+        engine = _ENGINES.get(url)
+        if engine is None:
+            engine = new_engine(url)
+            try:
+                migrate(engine)
+            except BaseException:
+                engine.dispose()
+                raise
+            _ENGINES[url] = engine
     return engine
+
+
+def dispose(url: str) -> None:
+    """Close the pooled connections of ``url``'s engine and forget it (tests, shutdown)."""
+    with _LOCK:
+        engine = _ENGINES.pop(url, None)
+    if engine is not None:
+        engine.dispose()

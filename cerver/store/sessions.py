@@ -1,9 +1,13 @@
 """Sessions and their transcripts.
 
 Transcript entries are numbered per session by the store itself, in the same statement that
-inserts them (``INSERT ... SELECT max(seq)+1``), so any writer (the session actor, the
-ingress) appends without a gap and without a read-modify-write race; the primary key
-(session_id, seq) turns a lost race on PostgreSQL into a retry, never a duplicate.
+inserts them (``INSERT ... SELECT max(seq)+1 ... RETURNING seq``), so any writer (the session
+actor, the ingress, another process) appends without a gap and without a read-modify-write
+race. Appends to one session queue behind a lock: on PostgreSQL the session row is locked
+(``SELECT ... FOR UPDATE``), so under READ COMMITTED the INSERT that follows sees the entry
+the previous holder committed; SQLite admits one writer at a time anyway (and the INSERT takes
+the write lock before it reads). The primary key (session_id, seq) stays the backstop: a lost
+race would be a retry, never a duplicate.
 """
 
 from __future__ import annotations
@@ -104,6 +108,13 @@ class Sessions:
         for _attempt in range(5):
             try:
                 with self.engine.begin() as conn:
+                    locked = conn.execute(
+                        select(S.c.id).where(S.c.id == session_id).with_for_update()
+                    ).first()
+                    if locked is None:
+                        raise RuntimeError(
+                            f"could not append to the transcript of {session_id}: no such session"
+                        )
                     if session_values:
                         conn.execute(
                             update(S)
@@ -115,8 +126,9 @@ class Sessions:
                         .where(T.c.session_id == session_id)
                         .scalar_subquery()
                     )
-                    conn.execute(
-                        insert(T).from_select(
+                    seq = conn.execute(
+                        insert(T)
+                        .from_select(
                             ["session_id", "seq", "ts", "type", "content"],
                             select(
                                 literal(session_id),
@@ -126,9 +138,7 @@ class Sessions:
                                 literal(content, type_=T.c.content.type),
                             ),
                         )
-                    )
-                    seq = conn.execute(
-                        select(func.max(T.c.seq)).where(T.c.session_id == session_id)
+                        .returning(T.c.seq)
                     ).scalar_one()
                     return int(seq)
             except IntegrityError:

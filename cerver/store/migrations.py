@@ -1,0 +1,230 @@
+"""Versioned schema migrations, run by every process that opens the store.
+
+The database records what has been applied in ``schema_migrations`` (one row per version).
+``migrate(engine)`` applies the missing steps of ``MIGRATIONS`` in order, with their rows, in
+one transaction that holds a lock admitting one migrator at a time:
+
+- PostgreSQL: ``pg_advisory_xact_lock`` (released at commit or rollback); PostgreSQL's DDL
+  is transactional, so a step that fails leaves nothing half-applied.
+- SQLite: ``BEGIN IMMEDIATE`` takes the database's write lock up front (also transactional).
+
+A process that finds the database up to date (the common case: every session actor opens
+the store) only reads ``schema_migrations`` and takes no lock. A second process that starts
+while the first migrates waits for the lock, re-reads the version, and finds nothing to do.
+
+Steps are frozen: a step describes the schema *as it was* at its version, never
+``cerver.store.schema`` (which describes the latest one). To change the schema, edit
+``schema.py`` and append a step that takes a version-N database to the new shape;
+``tests/store/test_migrations.py`` checks that the steps end where ``schema.py`` says.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Connection,
+    Engine,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    func,
+    insert,
+    inspect,
+    select,
+    text,
+)
+
+from cerver.store.ids import now
+
+migrations_table = Table(
+    "schema_migrations",
+    MetaData(),
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("name", String(100), nullable=False),
+    Column("applied_at", Float, nullable=False),
+)
+
+# One 64-bit key for PostgreSQL's advisory lock, derived from a fixed name so that every
+# Cerver process (and nothing else) agrees on it.
+ADVISORY_LOCK_KEY = int.from_bytes(
+    hashlib.sha256(b"cerver.store.schema_migrations").digest()[:8], "big", signed=True
+)
+
+
+class MigrationError(RuntimeError):
+    """The database cannot be brought to the schema this code expects."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    apply: Callable[[Connection], None]
+
+
+def _v1_initial(conn: Connection) -> None:
+    """The schema as of version 1. ``checkfirst`` adopts a database that an older Cerver
+    created with a bare ``create_all`` (same tables, no ``schema_migrations`` yet)."""
+    m = MetaData()
+    Table(
+        "accounts",
+        m,
+        Column("id", String(40), primary_key=True),
+        Column("name", String(200), nullable=False, unique=True),
+        Column("created_at", Float, nullable=False),
+    )
+    Table(
+        "tokens",
+        m,
+        Column("id", String(40), primary_key=True),
+        Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
+        Column("token_hash", String(64), nullable=False, unique=True),
+        Column("prefix", String(16), nullable=False),
+        Column("created_at", Float, nullable=False),
+        Column("revoked_at", Float, nullable=True),
+    )
+    Table(
+        "sessions",
+        m,
+        Column("id", String(40), primary_key=True),
+        Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
+        Column("name", String(200), nullable=True),
+        Column("status", String(20), nullable=False),
+        Column("provider", String(40), nullable=True),
+        Column("compute_id", String(40), nullable=True),
+        Column("harness", String(40), nullable=True),
+        Column("runtime", String(20), nullable=False),
+        Column("created_at", Float, nullable=False),
+        Column("updated_at", Float, nullable=False),
+        Column("closed_at", Float, nullable=True),
+        Column("metrics", JSON, nullable=False),
+        Column("routing", JSON, nullable=True),
+        Index("ix_sessions_account_created", "account_id", "created_at"),
+    )
+    Table(
+        "transcript",
+        m,
+        Column("session_id", String(40), ForeignKey("sessions.id"), primary_key=True),
+        Column("seq", Integer, primary_key=True, autoincrement=False),
+        Column("ts", Float, nullable=False),
+        Column("type", String(20), nullable=False),
+        Column("content", JSON, nullable=False),
+    )
+    Table(
+        "computes",
+        m,
+        Column("id", String(40), primary_key=True),
+        Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
+        Column("provider", String(40), nullable=False),
+        Column("status", String(20), nullable=False),
+        Column("record", JSON, nullable=True),
+        Column("session_id", String(40), nullable=True),
+        Column("created_at", Float, nullable=False),
+        Column("released_at", Float, nullable=True),
+        Column("provision_time_ms", Float, nullable=True),
+        Index("ix_computes_account", "account_id", "created_at"),
+    )
+    Table(
+        "provider_credentials",
+        m,
+        Column("account_id", String(40), ForeignKey("accounts.id"), primary_key=True),
+        Column("provider", String(40), primary_key=True),
+        Column("refs", JSON, nullable=False),
+        Column("created_at", Float, nullable=False),
+    )
+    Table(
+        "observations",
+        m,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("provider", String(40), nullable=False),
+        Column("metric", String(40), nullable=False),
+        Column("value", Float, nullable=False),
+        Column("ok", Boolean, nullable=False),
+        Column("source", String(20), nullable=False),
+        Column("ts", Float, nullable=False),
+        Index("ix_observations_provider_metric", "provider", "metric", "ts"),
+    )
+    m.create_all(conn, checkfirst=True)
+
+
+MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _v1_initial),)
+
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+def current_version(conn: Connection) -> int:
+    """The highest applied version; 0 for a database that has never been migrated."""
+    if not inspect(conn).has_table(migrations_table.name):
+        return 0
+    found = conn.execute(select(func.max(migrations_table.c.version))).scalar_one()
+    return int(found or 0)
+
+
+def _check_not_newer(version: int) -> None:
+    if version > LATEST_VERSION:
+        raise MigrationError(
+            f"the database is at schema version {version}, newer than this Cerver knows "
+            f"({LATEST_VERSION}); upgrade Cerver instead of pointing an old one at it"
+        )
+
+
+@contextmanager
+def _exclusive(conn: Connection) -> Iterator[None]:
+    """A transaction that no other migrator can run alongside; commits on success."""
+    if conn.dialect.name == "postgresql":
+        with conn.begin():
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
+            yield
+    elif conn.dialect.name == "sqlite":
+        # pysqlite opens transactions lazily (and not for DDL); take the write lock now.
+        with conn.begin():
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            yield
+    else:
+        raise MigrationError(f"no migration lock for the {conn.dialect.name!r} dialect")
+
+
+def migrate(engine: Engine) -> int:
+    """Bring the database to ``LATEST_VERSION``; returns it. Idempotent, concurrent-safe."""
+    with engine.connect() as conn:
+        version = current_version(conn)
+        conn.rollback()
+        _check_not_newer(version)
+        if version == LATEST_VERSION:
+            return version
+        with _exclusive(conn):
+            migrations_table.create(conn, checkfirst=True)
+            version = current_version(conn)
+            _check_not_newer(version)
+            for step in MIGRATIONS:
+                if step.version <= version:
+                    continue
+                step.apply(conn)
+                conn.execute(
+                    insert(migrations_table).values(
+                        version=step.version, name=step.name, applied_at=now()
+                    )
+                )
+    return LATEST_VERSION
+
+
+__all__ = [
+    "LATEST_VERSION",
+    "MIGRATIONS",
+    "Migration",
+    "MigrationError",
+    "current_version",
+    "migrate",
+    "migrations_table",
+]
