@@ -1,0 +1,32 @@
+"""Run every benchmark in turn (`make bench`); each prints its table and writes its JSON to
+bench/results/. Extra arguments go to bench_sessions.py (e.g. --quick)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SCRIPTS = [
+    "bench_local_adapter.py",
+    "bench_sandbox_api.py",
+    "bench_gateway.py",
+    "bench_sessions.py",
+]
+
+
+def main() -> int:
+    failed = []
+    for script in SCRIPTS:
+        print(f"\n=== {script} ===", flush=True)
+        extra = sys.argv[1:] if script == "bench_sessions.py" else []
+        if subprocess.run([sys.executable, str(HERE / script), *extra]).returncode != 0:
+            failed.append(script)
+    if failed:
+        print(f"failed: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
