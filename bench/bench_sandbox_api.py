@@ -20,7 +20,7 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _server import running_server  # noqa: E402
+from _server import running_server
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sandbox_api.json"
 
@@ -48,19 +48,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-n", type=int, default=300)
     args = parser.parse_args()
-    with running_server() as (base, token, _settings):
-        with httpx.Client(
+    with (
+        running_server() as (base, token, _settings),
+        httpx.Client(
             base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60
-        ) as client:
-            sandbox = client.post("/sandbox").json()["sandbox_id"]
-            client.post(f"/sandbox/{sandbox}/run", json={"code": "print(0)"})  # warm
-            remote = []
-            for _ in range(args.n):
-                t0 = time.perf_counter()
-                r = client.post(f"/sandbox/{sandbox}/run", json={"code": "print(1)"})
-                remote.append((time.perf_counter() - t0) * 1000.0)
-                assert r.json()["output"] == "1\n", r.text
-            client.delete(f"/sandbox/{sandbox}")
+        ) as client,
+    ):
+        sandbox = client.post("/sandbox").json()["sandbox_id"]
+        client.post(f"/sandbox/{sandbox}/run", json={"code": "print(0)"})  # warm
+        remote = []
+        for _ in range(args.n):
+            t0 = time.perf_counter()
+            r = client.post(f"/sandbox/{sandbox}/run", json={"code": "print(1)"})
+            remote.append((time.perf_counter() - t0) * 1000.0)
+            assert r.json()["output"] == "1\n", r.text
+        client.delete(f"/sandbox/{sandbox}")
     local = in_process(args.n)
     report = {
         "sandbox_run_ms": percentiles(remote),

@@ -29,7 +29,7 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _server import process_tree, running_server  # noqa: E402
+from _server import process_tree, running_server
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sessions.json"
 CREATE = {"compute": {"provider": "local"}}
@@ -116,13 +116,8 @@ async def exec_round_trips(client: httpx.AsyncClient, n: int) -> dict[str, Any]:
             overhead.append(ms - r.json()["duration_ms"])
         parallel: list[float] = []
 
-        async def one() -> None:
-            t0 = time.perf_counter()
-            await client.post(f"/v2/sessions/{sid}/run", json={"code": code})
-            parallel.append((time.perf_counter() - t0) * 1000.0)
-
         for _ in range(n // 5):
-            await asyncio.gather(*(one() for _ in range(5)))
+            parallel += await asyncio.gather(*(_timed_run(client, sid, code) for _ in range(5)))
         out[label] = {
             "sequential": pct(client_ms),
             "parallel_5": pct(parallel),
@@ -130,6 +125,12 @@ async def exec_round_trips(client: httpx.AsyncClient, n: int) -> dict[str, Any]:
         }
         await client.delete(f"/v2/sessions/{sid}")
     return out
+
+
+async def _timed_run(client: httpx.AsyncClient, sid: str, code: str) -> float:
+    t0 = time.perf_counter()
+    await client.post(f"/v2/sessions/{sid}/run", json={"code": code})
+    return (time.perf_counter() - t0) * 1000.0
 
 
 def census() -> dict[str, Any]:
