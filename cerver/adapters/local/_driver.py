@@ -1,4 +1,6 @@
-"""The persistent Python interpreter that runs inside a sandbox (stdlib only).
+"""The persistent Python interpreter that runs inside a sandbox (cerver-sandbox-infra).
+
+Stdlib only.
 
 Started as ``python -u -c <this source> <ctl_out_fd>``. Commands arrive as JSON lines on
 stdin, which the driver moves to a private descriptor (user code and its subprocesses get

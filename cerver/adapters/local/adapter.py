@@ -1,8 +1,13 @@
 """``LocalAdapter``: sandboxes as confined processes on this node (the embedded default).
 
 The adapter only orchestrates; confinement is ``isolation``, process handling
-``process``, the persistent interpreter ``pyrepl``, file access ``files``, the on-disk
-layout and record data ``layout``, package specs ``packages``.
+``process``, the per-sandbox supervisor every run goes through ``supervisor``, the
+persistent interpreter ``pyrepl``, the warm pool ``pool``, file access ``files``, the
+on-disk layout and record data ``layout``, package specs ``packages``.
+
+A sandbox is confined once: its supervisor is started through bwrap / mount hiding / uid
+drop / rlimits, and every shell, node and Python run is spawned by it. Package installs
+(which get the network for that command only) are the one thing launched fresh.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import contextlib
 import os
 import re
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from cerver.adapters.base import (
@@ -32,9 +37,12 @@ from cerver.adapters.local.isolation import (
     build_launch,
     bwrap_unavailable_reason,
     limits_from,
+    path_inside,
     running_as_root,
+    sandbox_env,
 )
 from cerver.adapters.local.layout import Isolation, LocalSandboxData
+from cerver.adapters.local.pool import Ready, WarmPool
 from cerver.adapters.local.process import (
     collect,
     kill_group,
@@ -42,8 +50,10 @@ from cerver.adapters.local.process import (
     reap_orphans,
     schedule_reap,
     stream_process,
+    stream_run,
 )
 from cerver.adapters.local.pyrepl import PythonInterpreter
+from cerver.adapters.local.supervisor import ShellTemplate, Supervisor
 from cerver.errors import BadRequest, ProviderError, SandboxLost
 
 SPEC_OPTIONS = {"isolation": ("auto", "bwrap", "rlimits")}
@@ -67,7 +77,46 @@ class LocalAdapter(ComputeAdapter):
         super().__init__(settings, credentials)
         self._pythons: dict[str, PythonInterpreter] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._running: dict[str, set[int]] = {}  # sandbox id -> pgids of runs in progress
+        self._running: dict[str, set[int]] = {}  # sandbox id -> pgids of installs in progress
+        self._supervisors: dict[str, Supervisor] = {}
+        self._pool = WarmPool(self._provision_pooled, self._discard_pooled)
+
+    # ------------------------------------------------------------------ warm pool
+
+    async def warm(self, count: int) -> None:
+        """Keep ``count`` sandboxes ready (workspace, supervisor, Python interpreter) for
+        ``create_sandbox``. Returns at once: filling and refilling run in the background."""
+        self._pool.resize(count)
+
+    def pool_size(self) -> int:
+        """How many ready sandboxes the pool holds right now."""
+        return len(self._pool)
+
+    def _pool_fits(self, spec: SandboxSpec, wanted: str) -> Callable[[Ready], bool]:
+        limits = limits_from(self.settings, spec.resources.memory_mb)
+
+        def fits(ready: Ready) -> bool:
+            same_isolation = wanted in (self.settings.sandbox_isolation, ready.data.isolation)
+            return not spec.network and ready.data.limits == limits and same_isolation
+
+        return fits
+
+    async def _provision_pooled(self) -> Ready:
+        sandbox_id, data = await self._provision(
+            self.settings.sandbox_isolation, network=False, env={}, memory_mb=None
+        )
+        try:
+            await self._supervisor(sandbox_id, data)
+            interp = self._interpreter(sandbox_id, data)
+            if interp is not None:
+                await interp.start()
+        except BaseException:
+            await self._teardown(sandbox_id, data, remove=True)
+            raise
+        return Ready(sandbox_id, data)
+
+    async def _discard_pooled(self, ready: Ready) -> None:
+        await self._teardown(ready.sandbox_id, ready.data, remove=True)
 
     # ------------------------------------------------------------------ records
 
@@ -104,6 +153,9 @@ class LocalAdapter(ComputeAdapter):
     # ------------------------------------------------------------------ create
 
     async def create_sandbox(self, spec: SandboxSpec) -> SandboxRecord:
+        """A sandbox from the warm pool when the spec fits one (no network, the default
+        isolation and limits; ``env`` is applied per run, so it does not matter), else a
+        freshly provisioned one whose supervisor starts with its first run."""
         unknown = set(spec.options) - set(SPEC_OPTIONS)
         if unknown:
             raise BadRequest(
@@ -117,6 +169,26 @@ class LocalAdapter(ComputeAdapter):
                 details={"field": "options.isolation"},
             )
         _check_env(spec.env, "env")
+        ready = self._pool.take(self._pool_fits(spec, wanted))
+        if ready is not None:
+            sandbox_id, data = ready.sandbox_id, ready.data
+            data = data.model_copy(update={"env": dict(spec.env)})
+        else:
+            sandbox_id, data = await self._provision(
+                wanted, network=spec.network, env=spec.env, memory_mb=spec.resources.memory_mb
+            )
+        return SandboxRecord(
+            provider=self.name,
+            sandbox_id=sandbox_id,
+            runtime=spec.runtime,
+            isolation=data.isolation,
+            data=data.model_dump(),
+        )
+
+    async def _provision(
+        self, wanted: str, *, network: bool, env: dict[str, str], memory_mb: int | None
+    ) -> tuple[str, LocalSandboxData]:
+        """Make the workspace and settle the isolation; no process is started."""
         sandbox_id, uid, gid = await asyncio.to_thread(self._allocate)
         data = LocalSandboxData(
             workspace=str(layout.workspace_path(self.settings, sandbox_id)),
@@ -124,9 +196,9 @@ class LocalAdapter(ComputeAdapter):
             gid=gid,
             dedicated_uid=running_as_root(),
             isolation="bwrap" if wanted != "rlimits" else "rlimits",
-            network=spec.network,
-            env=dict(spec.env),
-            limits=limits_from(self.settings, spec.resources.memory_mb),
+            network=network,
+            env=dict(env),
+            limits=limits_from(self.settings, memory_mb),
         )
         if wanted != "rlimits":
             reason = await bwrap_unavailable_reason(self.settings, data)
@@ -138,13 +210,7 @@ class LocalAdapter(ComputeAdapter):
                 )
             isolation: Isolation = "rlimits" if reason is not None else "bwrap"
             data = data.model_copy(update={"isolation": isolation})
-        return SandboxRecord(
-            provider=self.name,
-            sandbox_id=sandbox_id,
-            runtime=spec.runtime,
-            isolation=data.isolation,
-            data=data.model_dump(),
-        )
+        return sandbox_id, data
 
     def _allocate(self) -> tuple[str, int, int]:
         """Pick an id (and, as root, a uid no other workspace has); make the workspace."""
@@ -189,27 +255,50 @@ class LocalAdapter(ComputeAdapter):
             async for event in events:
                 yield event
 
+    async def _supervisor(self, sandbox_id: str, data: LocalSandboxData) -> Supervisor:
+        """The sandbox's running supervisor, started (or restarted) when needed."""
+        sup = self._supervisors.get(sandbox_id)
+        if sup is None:
+            python = runtimes.require(runtimes.python(), "python").executable
+
+            def build(argv: list[str]) -> Launch:
+                return self._launch(data, argv, network=data.network, env={})
+
+            base = data.model_copy(update={"env": {}})  # spec env is added per run
+            bash = runtimes.require_bash()
+            shell = ShellTemplate(bash, sandbox_env(base, {}), path_inside(data))
+            sup = self._supervisors[sandbox_id] = Supervisor(python, build, shell)
+        await sup.ensure_started()
+        return sup
+
+    def _interpreter(self, sandbox_id: str, data: LocalSandboxData) -> PythonInterpreter | None:
+        interp = self._pythons.get(sandbox_id)
+        python = runtimes.python()
+        if interp is None and python is not None:
+            interp = PythonInterpreter(
+                python.executable,
+                self._supervisors[sandbox_id],
+                self.settings.output_limit_bytes,
+                env=sandbox_env(data, {}),
+                cwd=path_inside(data),
+            )
+            self._pythons[sandbox_id] = interp
+        return interp
+
     async def _run_python(
         self, sandbox_id: str, data: LocalSandboxData, request: ExecRequest, timeout_s: float,
         cwd_rel: str,
     ) -> AsyncGenerator[ExecEvent, None]:  # fmt: skip
-        python = runtimes.require(runtimes.python(), "python")
+        runtimes.require(runtimes.python(), "python")
         lock = self._locks.setdefault(sandbox_id, asyncio.Lock())
         async with lock:
-            interp = self._pythons.get(sandbox_id)
-            if interp is None:
-
-                def build(argv: list[str], fds: tuple[int, ...]) -> Launch:
-                    return self._launch(data, argv, network=data.network, env={}, pass_fds=fds)
-
-                interp = PythonInterpreter(
-                    python.executable, build, self.settings.output_limit_bytes
-                )
-                self._pythons[sandbox_id] = interp
-            cwd = f"{data.workspace_inside}/{cwd_rel}" if cwd_rel else None
+            await self._supervisor(sandbox_id, data)
+            interp = self._interpreter(sandbox_id, data)
+            assert interp is not None
+            cwd = path_inside(data, cwd_rel) if cwd_rel else None
             events = interp.execute(
                 request.code, timeout_s=timeout_s, cwd=cwd,
-                path=[data.site_packages_inside()], env=request.env,
+                path=[data.site_packages_inside()], env={**data.env, **request.env},
             )  # fmt: skip
             async with contextlib.aclosing(events):
                 async for event in events:
@@ -220,6 +309,9 @@ class LocalAdapter(ComputeAdapter):
         cwd_rel: str,
     ) -> AsyncGenerator[ExecEvent, None]:  # fmt: skip
         script: str | None = None
+        argv: list[str] | None = None  # None: an armed shell runs the code
+        if "\x00" in request.code:
+            raise BadRequest("code must not contain NUL bytes", details={"field": "code"})
         if request.language == "node":
             program = runtimes.require(runtimes.node(), "node").executable
             flag = "-e"
@@ -234,14 +326,20 @@ class LocalAdapter(ComputeAdapter):
                 max_bytes=len(encoded), owner=self._owner(data),
             )  # fmt: skip
             argv = [program, f"{data.workspace_inside}/{script}"]
-        else:
+        elif request.language == "node":
             argv = [program, flag, request.code]
-        launch = self._launch(data, argv, network=data.network, env=request.env, cwd_rel=cwd_rel)
-        track = self._running.setdefault(sandbox_id, set())
-        events = stream_process(
-            launch, timeout_s=timeout_s, output_limit=self.settings.output_limit_bytes, track=track
-        )
+        limit, cwd = self.settings.output_limit_bytes, path_inside(data, cwd_rel)
         try:
+            sup = await self._supervisor(sandbox_id, data)
+            if argv is None:
+                added = {**data.env, **request.env}
+                proc = await sup.run_shell(request.code, env=added, cwd=cwd, limit=limit)
+            else:
+                env = sandbox_env(data, request.env)
+                proc = await sup.spawn(argv, env=env, cwd=cwd, limit=limit)
+            events = stream_run(
+                proc, timeout_s=timeout_s, output_limit=self.settings.output_limit_bytes
+            )
             async with contextlib.aclosing(events):
                 async for event in events:
                     yield event
@@ -309,6 +407,7 @@ class LocalAdapter(ComputeAdapter):
         alive = os.path.isdir(data.workspace)
         user_state = await asyncio.to_thread(layout.read_state, self.settings, record.sandbox_id)
         interp = self._pythons.get(record.sandbox_id)
+        sup = self._supervisors.get(record.sandbox_id)
         return SandboxState(
             status="running" if alive else "lost",
             provider=self.name,
@@ -321,6 +420,7 @@ class LocalAdapter(ComputeAdapter):
                 "uid": data.uid,
                 "dedicated_uid": data.dedicated_uid,
                 "python_interpreter": bool(interp and interp.alive),
+                "supervisor": bool(sup and sup.alive),
             },
         )
 
@@ -338,11 +438,25 @@ class LocalAdapter(ComputeAdapter):
     # ------------------------------------------------------------------ teardown
 
     async def delete_sandbox(self, record: SandboxRecord) -> None:
-        data = self._data(record)
-        interp = self._pythons.pop(record.sandbox_id, None)
+        await self._teardown(record.sandbox_id, self._data(record), remove=True)
+
+    async def suspend(self, record: SandboxRecord) -> None:
+        """Stop the sandbox's processes (supervisor, interpreter); its files stay and the
+        next run starts them again (Python state is lost, and the run says so)."""
+        await self._teardown(record.sandbox_id, self._data(record), remove=False)
+
+    async def _teardown(self, sandbox_id: str, data: LocalSandboxData, *, remove: bool) -> None:
+        """Kill everything of the sandbox; with ``remove``, forget it and delete its files
+        (without, the next run restarts the processes and says the Python state was lost)."""
+        interp = self._pythons.pop(sandbox_id, None) if remove else self._pythons.get(sandbox_id)
         if interp is not None:
             await interp.stop()
-        for pgid in list(self._running.pop(record.sandbox_id, set())):
+        sup = (
+            self._supervisors.pop(sandbox_id, None) if remove else self._supervisors.get(sandbox_id)
+        )
+        if sup is not None:
+            await sup.stop()
+        for pgid in list(self._running.pop(sandbox_id, set())):
             await kill_group(pgid)
         if data.dedicated_uid:
             loop = asyncio.get_running_loop()
@@ -352,9 +466,15 @@ class LocalAdapter(ComputeAdapter):
                 reap_orphans()
             reap_orphans()
         schedule_reap()
-        await asyncio.to_thread(layout.remove_sandbox_files, self.settings, record.sandbox_id)
-        self._locks.pop(record.sandbox_id, None)
+        if remove:
+            await asyncio.to_thread(layout.remove_sandbox_files, self.settings, sandbox_id)
+            self._locks.pop(sandbox_id, None)
 
     async def close(self) -> None:
+        """Discard the warm pool (processes and workspaces) and stop every supervisor and
+        interpreter of this instance; handed-out sandboxes keep their workspaces."""
+        await self._pool.close()
         pythons, self._pythons = self._pythons, {}
         await asyncio.gather(*(interp.stop() for interp in pythons.values()))
+        supervisors, self._supervisors = self._supervisors, {}
+        await asyncio.gather(*(sup.stop() for sup in supervisors.values()))

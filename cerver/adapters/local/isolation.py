@@ -220,6 +220,12 @@ def sandbox_env(data: LocalSandboxData, extra: dict[str, str]) -> dict[str, str]
     return env
 
 
+def path_inside(data: LocalSandboxData, cwd_rel: str = "") -> str:
+    """A workspace directory as sandboxed code sees it."""
+    base = WORKSPACE_IN_BWRAP if data.isolation == "bwrap" else os.path.realpath(data.workspace)
+    return f"{base}/{cwd_rel}" if cwd_rel else base
+
+
 def bwrap_prefix_argv(data: LocalSandboxData, *, network: bool, cwd_inside: str) -> list[str]:
     bwrap = shutil.which("bwrap") or "bwrap"
     argv = [bwrap, "--unshare-all"]

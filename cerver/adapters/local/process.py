@@ -20,6 +20,7 @@ import subprocess
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from cerver.adapters.base import ExecEvent, ExecResult
 from cerver.adapters.local.isolation import Launch, enable_subreaper
@@ -158,6 +159,12 @@ async def _reap_until_clean() -> None:
         step += 1
 
 
+def adopt_pgid(pgid: int) -> None:
+    """A process group started on our behalf (by a sandbox supervisor, rlimits mode): its
+    orphans are reparented to us and ours to reap."""
+    _our_pgids.add(pgid)
+
+
 def signal_group(pgid: int, sig: int = signal.SIGKILL) -> bool:
     """Signal a process group; False when it has no member left."""
     try:
@@ -185,9 +192,11 @@ async def kill_group(pgid: int, *, timeout_s: float = KILL_WAIT_S) -> bool:
 
 async def kill_process(proc: asyncio.subprocess.Process) -> None:
     """Kill a spawned process and its whole group, and reap them."""
-    signal_group(proc.pid)
+    # The process first: Popen.send_signal polls (reaps) it, which must not find a zombie
+    # made by our killpg, or asyncio's child watcher loses its exit status.
     with contextlib.suppress(ProcessLookupError):
         proc.kill()
+    signal_group(proc.pid)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(exited_event(proc).wait(), KILL_WAIT_S)
     _direct_children.discard(proc.pid)
@@ -317,32 +326,116 @@ async def _pump(
     await queue.put((cap.name, None))
 
 
-async def _await_exit(
-    proc: asyncio.subprocess.Process, queue: asyncio.Queue[tuple[str, bytes | None]]
-) -> None:
-    await exited_event(proc).wait()
-    _direct_children.discard(proc.pid)
+class RunHandle(Protocol):
+    """One run in progress, however it was started (a local spawn or a supervisor run)."""
+
+    @property
+    def stdout(self) -> asyncio.StreamReader | None: ...
+
+    @property
+    def stderr(self) -> asyncio.StreamReader | None: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait_exit(self) -> None: ...
+
+    def kill(self) -> None:
+        """Start killing the run's whole process tree."""
+
+    async def kill_leftovers(self) -> None:
+        """After the main process exited: kill what it left in its group."""
+
+    async def release(self) -> None:
+        """The consumer is done (or gone): nothing of the run may remain."""
+
+    def dropped(self, stream: str) -> int:
+        """Output bytes dropped before reaching us (beyond the cap)."""
+
+
+class _LocalRun:
+    """A process we spawned ourselves (``spawn``)."""
+
+    def __init__(
+        self, proc: asyncio.subprocess.Process, *, pidns: bool, track: set[int] | None
+    ) -> None:
+        self._proc = proc
+        self._pidns = pidns
+        self._track = track
+        if track is not None:
+            track.add(proc.pid)
+
+    @property
+    def stdout(self) -> asyncio.StreamReader | None:
+        return self._proc.stdout
+
+    @property
+    def stderr(self) -> asyncio.StreamReader | None:
+        return self._proc.stderr
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode
+
+    async def wait_exit(self) -> None:
+        await exited_event(self._proc).wait()
+        _direct_children.discard(self._proc.pid)
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self._proc.kill()  # before the group: see ``kill_process``
+        signal_group(self._proc.pid)
+
+    async def kill_leftovers(self) -> None:
+        if signal_group(self._proc.pid):  # leftovers of this run: background jobs
+            await kill_group(self._proc.pid)
+
+    async def release(self) -> None:
+        proc = self._proc
+        if proc.returncode is None or signal_group(proc.pid, 0):
+            await kill_process(proc)
+        _direct_children.discard(proc.pid)
+        if self._track is not None:
+            self._track.discard(proc.pid)
+        if self._pidns:
+            schedule_reap()
+
+    def dropped(self, stream: str) -> int:
+        return 0
+
+
+async def _await_exit(handle: RunHandle, queue: asyncio.Queue[tuple[str, bytes | None]]) -> None:
+    await handle.wait_exit()
     await queue.put(("exit", None))
 
 
 async def stream_process(
     launch: Launch, *, timeout_s: float, output_limit: int, track: set[int] | None = None
 ) -> AsyncGenerator[ExecEvent, None]:
-    """Run to completion as events; closing the generator early kills and reaps the tree.
+    """Spawn ``launch`` and run it to completion as events (see ``stream_run``).
 
     ``track`` (optional) holds the process group ids of the runs in progress, so their
     owner can kill them all (``delete_sandbox``).
     """
-    outcome = Outcome(StreamCapture("stdout", output_limit), StreamCapture("stderr", output_limit))
     proc = await spawn(launch)
-    if track is not None:
-        track.add(proc.pid)
+    handle = _LocalRun(proc, pidns=launch.pidns, track=track)
+    events = stream_run(handle, timeout_s=timeout_s, output_limit=output_limit)
+    async with contextlib.aclosing(events):
+        async for event in events:
+            yield event
+
+
+async def stream_run(
+    handle: RunHandle, *, timeout_s: float, output_limit: int
+) -> AsyncGenerator[ExecEvent, None]:
+    """A started run as events; closing the generator early kills the whole tree."""
+    outcome = Outcome(StreamCapture("stdout", output_limit), StreamCapture("stderr", output_limit))
     queue: asyncio.Queue[tuple[str, bytes | None]] = asyncio.Queue()
     caps = {"stdout": outcome.stdout, "stderr": outcome.stderr}
     tasks = [
-        asyncio.create_task(_pump(proc.stdout, outcome.stdout, queue)),
-        asyncio.create_task(_pump(proc.stderr, outcome.stderr, queue)),
-        asyncio.create_task(_await_exit(proc, queue)),
+        asyncio.create_task(_pump(handle.stdout, outcome.stdout, queue)),
+        asyncio.create_task(_pump(handle.stderr, outcome.stderr, queue)),
+        asyncio.create_task(_await_exit(handle, queue)),
     ]
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
@@ -354,9 +447,7 @@ async def stream_process(
                 if exited:
                     break  # an escaped process holds the pipes open: stop waiting for them
                 outcome.timed_out = True
-                signal_group(proc.pid)
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
+                handle.kill()
                 deadline = loop.time() + KILL_WAIT_S
                 continue
             try:
@@ -365,8 +456,7 @@ async def stream_process(
                 continue
             if kind == "exit":
                 exited = True
-                if signal_group(proc.pid):  # leftovers of this run: background jobs
-                    await kill_group(proc.pid)
+                await handle.kill_leftovers()
                 deadline = loop.time() + DRAIN_GRACE_S
             elif data is None:
                 open_streams -= 1
@@ -374,7 +464,9 @@ async def stream_process(
                 text = caps[kind].decode(data)
                 if text:
                     yield ExecEvent(type="stdout" if kind == "stdout" else "stderr", data=text)
-        outcome.exit_code = exit_code_of(proc.returncode)
+        outcome.exit_code = exit_code_of(handle.returncode)
+        for cap in (outcome.stdout, outcome.stderr):
+            cap.dropped += handle.dropped(cap.name)
         for event in finish_events(outcome):
             yield event
         if outcome.timed_out:
@@ -383,16 +475,10 @@ async def stream_process(
             yield outcome.note_stderr(f"\n[cerver: {outcome.error}; process tree killed]\n")
         yield ExecEvent(type="exit", result=outcome.result())
     finally:
-        if proc.returncode is None or signal_group(proc.pid, 0):
-            await kill_process(proc)
+        await handle.release()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        _direct_children.discard(proc.pid)
-        if track is not None:
-            track.discard(proc.pid)
-        if launch.pidns:
-            schedule_reap()
 
 
 async def collect(events: AsyncGenerator[ExecEvent, None]) -> ExecResult:

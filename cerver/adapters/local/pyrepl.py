@@ -1,6 +1,7 @@
 """The host side of a sandbox's persistent Python interpreter (see ``_driver.py``).
 
-One ``PythonInterpreter`` per sandbox per adapter instance. Runs are serialized by the
+One ``PythonInterpreter`` per sandbox per adapter instance, spawned through the sandbox's
+supervisor (``supervisor.py``) like any other run. Runs are serialized by the
 caller. Each run gets a random token; the run is complete when the driver has reported
 its result and the token has come through both stdout and stderr (so no output of the
 run arrives after its ``exit`` event). On timeout the cell is interrupted
@@ -13,15 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import secrets
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
 from cerver.adapters.base import ExecEvent
-from cerver.adapters.local.isolation import Launch
 from cerver.adapters.local.process import (
     READ_CHUNK,
     TIMEOUT_EXIT_CODE,
@@ -29,26 +28,22 @@ from cerver.adapters.local.process import (
     StreamCapture,
     exit_code_of,
     finish_events,
-    kill_process,
-    schedule_reap,
-    spawn,
     timeout_note,
 )
+from cerver.adapters.local.supervisor import RemoteProcess, Supervisor
 from cerver.errors import ProviderError
 
 DRIVER_SOURCE = resources.files("cerver.adapters.local").joinpath("_driver.py").read_text()
 START_TIMEOUT_S = 15.0
 INTERRUPT_GRACE_S = 1.0
 MARK_GRACE_S = 2.0
-CONTROL_LIMIT = 16 * 1024 * 1024
 STATE_LOST = "[cerver: the python interpreter {why}; it was restarted and its state was lost]\n"
 
-LaunchBuilder = Callable[[list[str], tuple[int, ...]], Launch]
 _MARK = b""  # queue payload meaning "this stream's token arrived"
 
 
-def driver_argv(python: str, ctl_fd: int) -> list[str]:
-    return [python, "-u", "-c", DRIVER_SOURCE, str(ctl_fd)]
+def driver_argv(python: str) -> list[str]:
+    return [python, "-u", "-c", DRIVER_SOURCE, "{ctl_fd}"]
 
 
 def _held_back(buf: bytes, token: bytes) -> int:
@@ -73,11 +68,17 @@ class _Run:
 
 
 class PythonInterpreter:
-    def __init__(self, python: str, build: LaunchBuilder, output_limit: int) -> None:
+    def __init__(
+        self, python: str, supervisor: Supervisor, output_limit: int, *, env: dict[str, str],
+        cwd: str,
+    ) -> None:  # fmt: skip
         self._python = python
-        self._build = build
+        self._supervisor = supervisor
         self._output_limit = output_limit
-        self._proc: asyncio.subprocess.Process | None = None
+        self._env = env
+        self._cwd = cwd
+        self._proc: RemoteProcess | None = None
+        self._starts = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._run: _Run | None = None
         self._ready: asyncio.Future[None] | None = None
@@ -87,18 +88,15 @@ class PythonInterpreter:
         return self._proc is not None and self._proc.returncode is None
 
     async def start(self) -> None:
-        read_fd, write_fd = os.pipe()
-        try:
-            launch = self._build(driver_argv(self._python, write_fd), (write_fd,))
-            proc = await spawn(launch, stdin=asyncio.subprocess.PIPE)
-        finally:
-            os.close(write_fd)
-        loop = asyncio.get_running_loop()
-        control = asyncio.StreamReader(limit=CONTROL_LIMIT)
-        await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(control), os.fdopen(read_fd, "rb", 0)
+        await self._supervisor.ensure_started()
+        proc = await self._supervisor.spawn(
+            driver_argv(self._python), env=self._env, cwd=self._cwd, stdin=True, ctl=True
         )
+        assert proc.ctl is not None
+        control = proc.ctl
+        loop = asyncio.get_running_loop()
         self._proc = proc
+        self._starts += 1
         self._ready = loop.create_future()
         self._tasks = [
             asyncio.create_task(self._pump(proc.stdout, "stdout")),
@@ -114,8 +112,7 @@ class PythonInterpreter:
     async def stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is not None:
-            await kill_process(proc)
-            schedule_reap()
+            await proc.terminate()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -127,8 +124,7 @@ class PythonInterpreter:
         if self._run is not None:
             self._run.queue.put_nowait(item)
 
-    async def _pump(self, reader: asyncio.StreamReader | None, name: str) -> None:
-        assert reader is not None
+    async def _pump(self, reader: asyncio.StreamReader, name: str) -> None:
         while True:
             data = await reader.read(READ_CHUNK)
             if not data:
@@ -170,9 +166,9 @@ class PythonInterpreter:
                 self._deliver(("result", msg))
 
     async def _send(self, msg: dict[str, Any]) -> None:
-        assert self._proc is not None and self._proc.stdin is not None
-        self._proc.stdin.write((json.dumps(msg) + "\n").encode())
-        await self._proc.stdin.drain()
+        if self._proc is None:
+            raise ConnectionError("the python interpreter is not running")
+        await self._proc.write((json.dumps(msg) + "\n").encode())
 
     # ------------------------------------------------------------------ one run
 
@@ -187,8 +183,14 @@ class PythonInterpreter:
     ) -> AsyncGenerator[ExecEvent, None]:
         limit = self._output_limit
         outcome = Outcome(StreamCapture("stdout", limit), StreamCapture("stderr", limit))
+        lost = None
         if not self.alive:
+            if self._starts:  # it ran before: its state is gone, and the run says so
+                outcome.interpreter_restarted = True
+                lost = outcome.note_stderr(STATE_LOST.format(why="had stopped"))
             await self.start()
+        if lost is not None:
+            yield lost
         token = f"\x00cerver-end-{secrets.token_hex(8)}\x00"
         run = _Run(token.encode(), outcome)
         self._run = run

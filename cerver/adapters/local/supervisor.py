@@ -1,0 +1,309 @@
+"""The host side of a sandbox's supervisor (see ``_supervisor.py``).
+
+One ``Supervisor`` per sandbox per adapter instance: a single confined process started
+once (bwrap, mount hiding, uid drop, rlimits), through which every run of the sandbox is
+spawned: shell and node commands, and the persistent Python interpreter. A
+``RemoteProcess`` is one such run seen from the host: its stdout, stderr and control
+output as ``asyncio.StreamReader``s, its stdin, its exit, and a kill of its whole
+process group. If the supervisor dies, every run it had ends (exit ``-9``) and the next
+``Supervisor.start()`` launches a fresh one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from cerver.adapters.local.isolation import Launch
+from cerver.adapters.local.process import (
+    KILL_WAIT_S,
+    adopt_pgid,
+    kill_process,
+    schedule_reap,
+    signal_group,
+    spawn,
+)
+from cerver.errors import ProviderError
+
+log = logging.getLogger(__name__)
+SUPERVISOR_SOURCE = resources.files("cerver.adapters.local").joinpath("_supervisor.py").read_text()
+HEADER = struct.Struct("!cII")
+START_TIMEOUT_S = 15.0
+READER_LIMIT = 64 * 1024
+STREAM_KINDS = {b"O": "stdout", b"E": "stderr", b"C": "ctl"}
+KILLED_RETURNCODE = -9
+
+LaunchBuilder = Callable[[list[str]], Launch]
+
+
+def supervisor_argv(python: str) -> list[str]:
+    # -I -S: stdlib only, so skip ``site`` (most of Python's start-up on this node)
+    return [python, "-I", "-S", "-u", "-c", SUPERVISOR_SOURCE]
+
+
+class RemoteProcess:
+    """One run spawned by a supervisor. ``pid`` is as the sandbox sees it."""
+
+    def __init__(self, supervisor: Supervisor, chan: int, *, ctl: bool) -> None:
+        self._supervisor = supervisor
+        self.chan = chan
+        self.pid = 0
+        self.returncode: int | None = None
+        self.exited = asyncio.Event()
+        self.stdout: asyncio.StreamReader = asyncio.StreamReader(limit=READER_LIMIT)
+        self.stderr: asyncio.StreamReader = asyncio.StreamReader(limit=READER_LIMIT)
+        self.ctl: asyncio.StreamReader | None = (
+            asyncio.StreamReader(limit=16 * 1024 * 1024) if ctl else None
+        )
+        self.started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._dropped = {"stdout": 0, "stderr": 0}
+        self._open = {"stdout", "stderr"} | ({"ctl"} if ctl else set())
+
+    # -- fed by the supervisor's reader
+
+    def _reader(self, stream: str) -> asyncio.StreamReader | None:
+        return {"stdout": self.stdout, "stderr": self.stderr, "ctl": self.ctl}[stream]
+
+    def _closed(self, stream: str, dropped: int) -> None:
+        if stream in self._open:
+            self._open.discard(stream)
+            if stream in self._dropped:
+                self._dropped[stream] = dropped
+            reader = self._reader(stream)
+            if reader is not None:
+                reader.feed_eof()
+
+    def _exit(self, returncode: int) -> None:
+        if self.returncode is None:
+            self.returncode = returncode
+        self.exited.set()
+
+    def _lost(self) -> None:
+        if not self.started.done():
+            self.started.set_exception(ProviderError("the sandbox supervisor exited"))
+        for stream in list(self._open):
+            self._closed(stream, 0)
+        self._exit(KILLED_RETURNCODE)
+
+    @property
+    def finished(self) -> bool:
+        return self.exited.is_set() and not self._open
+
+    # -- the RunHandle interface of ``process.stream_run``
+
+    async def wait_exit(self) -> None:
+        await self.exited.wait()
+
+    def kill(self) -> None:
+        self._supervisor.send(b"K", self.chan)
+
+    async def kill_leftovers(self) -> None:
+        """Nothing to do: the supervisor empties a run's group before it reports the exit."""
+
+    def dropped(self, stream: str) -> int:
+        return self._dropped.get(stream, 0)
+
+    async def release(self) -> None:
+        """The run is over for its consumer: nothing of it may remain."""
+        if not self.finished:
+            self._supervisor.send(b"D", self.chan)
+        self._supervisor.forget(self.chan)
+
+    # -- for long-lived runs (the Python interpreter)
+
+    async def write(self, data: bytes) -> None:
+        await self._supervisor.send_and_drain(b"I", self.chan, data)
+
+    async def terminate(self) -> None:
+        """Kill the run's group and wait (bounded) for its exit; a hung supervisor is stopped."""
+        if self.exited.is_set():
+            await self.release()
+            return
+        self.kill()
+        try:
+            await asyncio.wait_for(self.exited.wait(), KILL_WAIT_S)
+        except TimeoutError:
+            await self._supervisor.stop()
+        await self.release()
+
+
+@dataclass(frozen=True)
+class ShellTemplate:
+    """How the supervisor arms shells: bash, the sandbox's base environment, its workspace."""
+
+    bash: str
+    env: dict[str, str]
+    cwd: str
+
+
+class Supervisor:
+    def __init__(self, python: str, build: LaunchBuilder, shell: ShellTemplate) -> None:
+        self._python = python
+        self._build = build
+        self._shell = shell
+        self._proc: asyncio.subprocess.Process | None = None
+        self._pidns = False
+        self._reader: asyncio.Task[None] | None = None
+        self._runs: dict[int, RemoteProcess] = {}
+        self._next_chan = 1
+        self._ready: asyncio.Future[None] | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None and self._reader is not None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    async def ensure_started(self) -> bool:
+        """Start the supervisor unless it runs; True when a new one was started."""
+        if self.alive:
+            return False
+        async with self._lock:
+            if self.alive:
+                return False
+            await self._start()
+            return True
+
+    async def _start(self) -> None:
+        await self.stop()
+        launch = self._build(supervisor_argv(self._python))
+        proc = await spawn(launch, stdin=asyncio.subprocess.PIPE)
+        self._proc, self._pidns = proc, launch.pidns
+        loop = asyncio.get_running_loop()
+        self._ready = loop.create_future()
+        self._reader = asyncio.create_task(self._read_frames(proc))
+        try:
+            await asyncio.wait_for(asyncio.shield(self._ready), START_TIMEOUT_S)
+        except (TimeoutError, ProviderError) as exc:
+            await self.stop()
+            raise ProviderError(f"the sandbox supervisor did not start: {exc}") from exc
+        self.send(b"A", 0, json.dumps(dataclasses.asdict(self._shell)).encode())
+
+    async def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        reader, self._reader = self._reader, None
+        if proc is not None:
+            await kill_process(proc)
+            schedule_reap()
+        if reader is not None:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+        self._lose_runs()
+
+    def _lose_runs(self) -> None:
+        runs, self._runs = self._runs, {}
+        for run in runs.values():
+            if not self._pidns and run.pid:
+                signal_group(run.pid)  # rlimits mode: the run's pid is a host pid
+            run._lost()
+
+    # ------------------------------------------------------------------ runs
+
+    async def spawn(
+        self, argv: list[str], *, env: dict[str, str], cwd: str, stdin: bool = False,
+        ctl: bool = False, limit: int = 0,
+    ) -> RemoteProcess:  # fmt: skip
+        """Start one run; ``limit`` caps each output stream (0: no cap, e.g. the REPL)."""
+        msg = {"argv": argv, "env": env, "cwd": cwd, "stdin": stdin, "ctl": ctl, "limit": limit}
+        return await self._open(msg, ctl=ctl)
+
+    async def run_shell(
+        self, code: str, *, env: dict[str, str], cwd: str, limit: int
+    ) -> RemoteProcess:
+        """A bash run handed to an armed shell; ``env`` is added to the base environment."""
+        shell = {"code": code, "env": env, "cwd": cwd}
+        return await self._open({"shell": shell, "limit": limit}, ctl=False)
+
+    async def _open(self, msg: dict[str, Any], *, ctl: bool) -> RemoteProcess:
+        if not self.alive:
+            raise ProviderError("the sandbox supervisor is not running")
+        chan = self._next_chan
+        self._next_chan += 1
+        run = RemoteProcess(self, chan, ctl=ctl)
+        self._runs[chan] = run
+        await self.send_and_drain(b"R", chan, json.dumps(msg).encode())
+        try:
+            await run.started
+        except ProviderError:
+            self._runs.pop(chan, None)
+            raise
+        if not self._pidns:
+            adopt_pgid(run.pid)
+        return run
+
+    def forget(self, chan: int) -> None:
+        self._runs.pop(chan, None)
+
+    def send(self, kind: bytes, chan: int, payload: bytes = b"") -> None:
+        proc = self._proc
+        if not self.alive or proc is None or proc.stdin is None or proc.stdin.is_closing():
+            return
+        proc.stdin.write(HEADER.pack(kind, chan, len(payload)) + payload)
+
+    async def send_and_drain(self, kind: bytes, chan: int, payload: bytes) -> None:
+        self.send(kind, chan, payload)
+        proc = self._proc
+        if proc is not None and proc.stdin is not None:
+            with contextlib.suppress(ConnectionError):
+                await proc.stdin.drain()
+
+    # ------------------------------------------------------------------ frames
+
+    async def _read_frames(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        reader = proc.stdout
+        try:
+            while True:
+                kind, chan, size = HEADER.unpack(await reader.readexactly(HEADER.size))
+                payload = await reader.readexactly(size) if size else b""
+                self._dispatch(kind, chan, payload)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the supervisor exited
+        except (struct.error, ValueError, KeyError) as exc:
+            log.error("sandbox supervisor: protocol error (%s); restarting it", exc)
+        finally:
+            if self._ready is not None and not self._ready.done():
+                self._ready.set_exception(ProviderError("the supervisor exited at start"))
+            if self._proc is proc:
+                self._reader = None  # not alive any more; the next ensure_started replaces it
+                self._lose_runs()
+
+    def _dispatch(self, kind: bytes, chan: int, payload: bytes) -> None:
+        if kind == b"H":
+            if self._ready is not None and not self._ready.done():
+                self._ready.set_result(None)
+            return
+        run = self._runs.get(chan)
+        if run is None:
+            return
+        stream = STREAM_KINDS.get(kind)
+        if stream is not None:
+            target = run._reader(stream)
+            if target is not None:
+                target.feed_data(payload)
+            return
+        msg: dict[str, Any] = json.loads(payload) if payload else {}
+        if kind == b"S":
+            run.pid = int(msg["pid"])
+            if not run.started.done():
+                run.started.set_result(None)
+        elif kind == b"F":
+            if not run.started.done():
+                run.started.set_exception(
+                    ProviderError(f"could not start the sandboxed process: {msg['error']}")
+                )
+        elif kind == b"Z":
+            run._closed(str(msg["stream"]), int(msg.get("dropped", 0)))
+        elif kind == b"X":
+            run._exit(int(msg["returncode"]))
