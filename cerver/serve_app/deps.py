@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +12,7 @@ from fastapi import Request
 from cerver.config import Settings
 from cerver.errors import Unauthorized
 from cerver.store import Account, Store
+from cerver.store.accounts import hash_token
 
 
 @dataclass
@@ -46,10 +49,24 @@ async def account(request: Request) -> Account:
     return await _authenticate(request, token)
 
 
-async def _authenticate(request: Request, token: str) -> Account:
-    import asyncio
+# Valid tokens are remembered per replica for a moment, so a burst of calls does one store
+# lookup; a revoked token stops working within AUTH_CACHE_S. Keyed by the token's hash.
+AUTH_CACHE_S = 2.0
+_AUTH_CACHE_MAX = 10_000
+_auth_cache: dict[str, tuple[Account, float]] = {}
 
+
+async def _authenticate(request: Request, token: str) -> Account:
+    key = hash_token(token)
+    cached = _auth_cache.get(key)
+    now = time.monotonic()
+    if cached is not None and cached[1] > now:
+        return cached[0]
     found = await asyncio.to_thread(ctx(request).store.accounts.authenticate, token)
     if found is None:
+        _auth_cache.pop(key, None)
         raise Unauthorized("invalid or revoked token: create one with 'cerver token create'")
+    if len(_auth_cache) >= _AUTH_CACHE_MAX:
+        _auth_cache.clear()
+    _auth_cache[key] = (found, now + AUTH_CACHE_S)
     return found

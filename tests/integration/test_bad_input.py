@@ -123,3 +123,18 @@ def test_run_on_closed_session(api: httpx.Client) -> None:
     after = api.get(f"/v2/sessions/{sid}", params={"full": 1}).json()["transcript"]
     assert after == before
     assert api.delete(f"/v2/sessions/{sid}").status_code == 200  # idempotent
+
+
+def test_revoked_token_stops_working(server: str, store) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    from cerver.serve_app.deps import AUTH_CACHE_S
+
+    account = store.accounts.get_or_create("short-lived")
+    token = store.accounts.issue_token(account.id)
+    headers = {"Authorization": f"Bearer {token}"}
+    assert httpx.get(f"{server}/v2/sessions", headers=headers).status_code == 200
+    assert store.accounts.revoke(token)
+    time.sleep(AUTH_CACHE_S + 0.2)
+    r = httpx.get(f"{server}/v2/sessions", headers=headers)
+    assert r.status_code == 401 and "revoked" in r.json()["error"]["message"]
