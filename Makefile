@@ -22,8 +22,10 @@ check: $(STAMP)
 	$(BIN)/ruff format --check cerver tests bench
 	$(BIN)/mypy
 
+# tests/cluster starts its own multi-node Ray cluster: it runs in a second pytest process.
 pytest: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --ignore=tests/cluster $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests/cluster $(PYTEST_ARGS)
 
 test: check pytest
 

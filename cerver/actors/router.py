@@ -21,6 +21,7 @@ from cerver.config import Settings
 _CACHE_SIZE = 4096
 _RETRY_SLEEP_S = 0.05
 _MAX_ATTEMPTS = 100
+_DIRECTORY_RESTART_WAIT_S = 60.0
 
 
 class SessionRouter:
@@ -35,6 +36,7 @@ class SessionRouter:
             self._hosts.move_to_end(session_id)
             return handle
         deadline = time.monotonic() + self.settings.overload_wait_s
+        restart_deadline = time.monotonic() + _DIRECTORY_RESTART_WAIT_S
         while True:
             try:
                 handle = await self.directory.acquire.remote(session_id, account_id)
@@ -45,6 +47,15 @@ class SessionRouter:
                     await asyncio.sleep(0.1)  # backpressure: wait briefly for room
                     continue
                 raise cause from None
+            except (ActorUnavailableError, ActorDiedError):
+                # The directory is restarting (e.g. its node went away): it comes back empty
+                # and rebinds sessions from the store on demand.
+                if time.monotonic() > restart_deadline:
+                    raise ComputeHostRestarted(
+                        "the session directory is restarting; retry in a few seconds"
+                    ) from None
+                self.directory = directory_handle(self.settings)
+                await asyncio.sleep(0.2)
         self._hosts[session_id] = handle
         if len(self._hosts) > _CACHE_SIZE:
             self._hosts.popitem(last=False)

@@ -19,9 +19,9 @@ from typing import Any, cast
 import ray
 
 from cerver.actors.provisioning import Provisioner
-from cerver.adapters.base import ExecEvent, ExecRequest, ExecResult, SandboxRecord
+from cerver.adapters.base import ExecEvent, ExecRequest, ExecResult, Resources, SandboxRecord
 from cerver.config import Settings
-from cerver.errors import CerverError, Conflict, ProviderError, SessionClosed
+from cerver.errors import CerverError, Conflict, ProviderError, SandboxLost, SessionClosed
 from cerver.metrics import MetricsState
 from cerver.models import ComputeChoice
 from cerver.store import SessionRow
@@ -48,6 +48,7 @@ class SessionCore:
         self._loaded = False
         self._lock = asyncio.Lock()
         self._load_lock = asyncio.Lock()
+        self._lost = False
         self.inflight = 0
         self.last_used = time.monotonic()
 
@@ -111,8 +112,24 @@ class SessionCore:
                 "runtime state are lost; provisioning a replacement",
             },
         )
-        choice = ComputeChoice(provider=row.provider, runtime=row.runtime)  # type: ignore[arg-type]
+        spec = lost.data.get("spec") or {}  # adapters that keep their spec (e.g. `ray`)
+        choice = ComputeChoice(
+            provider=row.provider,
+            runtime=lost.runtime,
+            network=bool(spec.get("network", False)),
+            resources=Resources.model_validate(spec.get("resources") or {}),
+            options=spec.get("options") or {},
+        )
         await self._attach_locked(choice, "replace_lost_sandbox")
+
+    async def _check_sandbox(self) -> None:
+        """After a provider said the sandbox is lost: replace it before the next run."""
+        async with self._lock:
+            row, record = self._row, self._record
+            if row is None or record is None or row.status == "closed":
+                return
+            if not await self.provisioner.adapter(record.provider).is_alive(record):
+                await self._replace_lost(row, record)
 
     def _metrics(self) -> MetricsState:
         assert self._row is not None
@@ -237,6 +254,9 @@ class SessionCore:
     # --- running -------------------------------------------------------------------------
     async def _ready(self) -> tuple[SessionRow, SandboxRecord]:
         row = await self._load()
+        if self._lost:
+            self._lost = False
+            await self._check_sandbox()
         if row.status == "closed":
             raise SessionClosed(f"session {self.session_id} is closed; create a new session")
         if self._record is None or row.provider is None or row.compute_id is None:
@@ -249,6 +269,9 @@ class SessionCore:
         try:
             result = await adapter.run(record, request)
         except ProviderError as exc:
+            # Lost: the failing call answers 502 (its effects are unknown); the next call
+            # gets a replacement sandbox.
+            self._lost = isinstance(exc, SandboxLost)
             metrics = self._metrics()
             metrics.op(ok=False)
             await self._append("exec", {**_exec_content(request), "error": exc.to_body()}, metrics)
@@ -282,6 +305,9 @@ class SessionCore:
                     final = event.result
                     continue
                 yield event.model_dump(exclude_none=True)
+        except SandboxLost:
+            self._lost = True
+            raise
         finally:
             metrics = self._metrics()
             metrics.op(ok=final is not None)

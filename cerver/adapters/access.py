@@ -8,7 +8,7 @@ from cerver.config import Settings
 from cerver.store import Store
 
 # Providers that need no per-account credentials: they run on this deployment's own nodes.
-SELF_HOSTED = ("local",)
+SELF_HOSTED = ("local", "ray")
 
 
 def executable_providers(settings: Settings, store: Store, account_id: str) -> set[str]:

@@ -55,4 +55,4 @@ def _load_builtin() -> None:
     if _loaded:
         return
     _loaded = True
-    from cerver.adapters import local  # noqa: F401
+    from cerver.adapters import local, raycluster  # noqa: F401

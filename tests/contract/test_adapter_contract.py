@@ -1,6 +1,6 @@
 """One contract suite, run against every registered compute provider.
 
-A provider joins by registering its adapter and adding a factory to ``FACTORIES`` that
+A provider joins by registering its adapter and adding a case to ``CASES`` that
 builds a ready instance (e.g. pointed at a fake of its HTTP API). A registered provider
 without a factory is reported as skipped, with the reason, never silently passed.
 """
@@ -8,6 +8,7 @@ without a factory is reported as skipped, with the reason, never silently passed
 from __future__ import annotations
 
 import secrets
+import shutil
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -24,32 +25,59 @@ from cerver.adapters.base import (
 from cerver.config import Settings
 from cerver.errors import BadRequest, CerverError
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("ray_runtime")]
 
 
-def _local(tmp_path: Path) -> ComputeAdapter:
+def _settings(tmp_path: Path, isolation: str = "auto") -> Settings:
     home = tmp_path / "home"
     home.mkdir()
-    settings = Settings(
+    return Settings(
         home=home,
         database_url=f"sqlite:///{home / 'cerver.db'}",
         output_limit_bytes=64 * 1024,
         max_file_bytes=64 * 1024,
+        sandbox_isolation=isolation,
     )
-    return registry.get("local")(settings)
 
 
-FACTORIES: dict[str, Callable[[Path], ComputeAdapter]] = {"local": _local}
+def _local(isolation: str) -> Callable[[Path], ComputeAdapter]:
+    def make(tmp_path: Path) -> ComputeAdapter:
+        if isolation == "bwrap" and shutil.which("bwrap") is None:
+            pytest.skip("bubblewrap is not installed here (CI installs it)")
+        return registry.get("local")(_settings(tmp_path, isolation))
+
+    return make
 
 
-@pytest.fixture(params=registry.names())
+def _ray(tmp_path: Path) -> ComputeAdapter:
+    # Host actors run in Ray: the module's `ray_runtime` fixture has connected this process.
+    settings = _settings(tmp_path).model_copy(update={"ray_namespace": "cerver-test"})
+    return registry.get("ray")(settings)
+
+
+# Contract cases: (provider, factory). A provider may have several (e.g. isolation modes).
+CASES: dict[str, tuple[str, Callable[[Path], ComputeAdapter]]] = {
+    "local-bwrap": ("local", _local("bwrap")),
+    "local-rlimits": ("local", _local("rlimits")),
+    "ray": ("ray", _ray),
+}
+
+
+def _case_ids() -> list[str]:
+    ids: list[str] = []
+    for name in registry.names():
+        ids += [case for case, (provider, _) in CASES.items() if provider == name] or [name]
+    return ids
+
+
+@pytest.fixture(params=_case_ids())
 async def adapter(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ComputeAdapter]:
-    name = str(request.param)
-    factory = FACTORIES.get(name)
-    if factory is None:
-        pytest.skip(f"provider {name!r} has no contract fixture in FACTORIES yet")
+    case = str(request.param)
+    if case not in CASES:
+        pytest.skip(f"provider {case!r} has no contract fixture in CASES yet")
+    provider, factory = CASES[case]
     instance = factory(tmp_path)
-    assert instance.name == name
+    assert instance.name == provider
     yield instance
     await instance.close()
 

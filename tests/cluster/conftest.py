@@ -1,0 +1,167 @@
+"""Multi-node fixtures: a ``ray.cluster_utils.Cluster`` of its own (head + two workers with
+different resources and labels) and the real Serve app on it with two ingress replicas.
+
+Ray allows one driver connection per process, so these tests run in their own pytest
+process (``pytest tests/cluster``), never together with the shared ``ray_runtime`` suite.
+
+Layout (one machine, so every node shares the disk and the SQLite store):
+
+    head      num_cpus=1 (held busy)        Serve controller + the one HTTP proxy
+    worker a  num_cpus=1  api=1 sbx=2  zone=a   an ingress replica; sandboxes asking for sbx
+    worker b  num_cpus=1  api=1        zone=b   the other ingress replica
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from cerver.config import Settings, prepare_home
+from tests.conftest import free_port, make_home
+
+NAMESPACE = "cerver-cluster-test"
+
+
+def _refuse_shared_ray() -> None:
+    if ray.is_initialized():
+        raise pytest.UsageError(
+            "tests/cluster start their own multi-node Ray cluster, but this pytest process is "
+            "already connected to Ray (the shared `ray_runtime` suite). Run them in a separate "
+            "process: `pytest --ignore=tests/cluster` then `pytest tests/cluster`."
+        )
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # Collected together with the main suite: fail loudly before anything starts Ray.
+    ours = [item for item in session.items if "tests/cluster/" in item.nodeid]
+    if ours and len(ours) != len(session.items):
+        raise pytest.UsageError(
+            "tests/cluster must run in their own pytest process (one Ray driver per process): "
+            "`pytest --ignore=tests/cluster` then `pytest tests/cluster`."
+        )
+
+
+@dataclass
+class Nodes:
+    """The cluster and the worker nodes the tests added (by role)."""
+
+    cluster: Any
+    workers: dict[str, Any] = field(default_factory=dict)
+    args: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def add(self, role: str, **node_args: Any) -> Any:
+        node = self.cluster.add_node(num_cpus=1, **node_args)
+        self.cluster.wait_for_nodes()
+        self.workers[role], self.args[role] = node, node_args
+        return node
+
+    def remove(self, role: str) -> None:
+        """Kill the node at once (no graceful drain), as a machine loss would."""
+        node = self.workers.pop(role)
+        self.cluster.remove_node(node, allow_graceful=False)
+
+    def replace(self, role: str) -> Any:
+        """Lose the node, then start a fresh one with the same resources and labels."""
+        self.remove(role)
+        return self.add(role, **self.args[role])
+
+    def role_of(self, node_id: str) -> str | None:
+        return next((r for r, n in self.workers.items() if n.node_id == node_id), None)
+
+
+@ray.remote(num_cpus=1)
+class _HeadLoad:
+    def ready(self) -> bool:
+        return True
+
+
+@pytest.fixture(scope="session")
+def nodes() -> Iterator[Nodes]:
+    from ray.cluster_utils import Cluster
+
+    _refuse_shared_ray()
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "include_dashboard": False},
+    )
+    found = Nodes(cluster)
+    found.add("a", resources={"api": 1, "sbx": 2}, labels={"zone": "a"})
+    found.add("b", resources={"api": 1}, labels={"zone": "b"})
+    ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False)
+    # Keep the head's CPU busy, as on a real cluster's head: Ray then places the detached,
+    # zero-CPU session actors on the workers, whose loss is what these tests exercise.
+    busy = _HeadLoad.options(  # type: ignore[attr-defined]
+        scheduling_strategy=NodeAffinitySchedulingStrategy(cluster.head_node.node_id, soft=False)
+    ).remote()
+    ray.get(busy.ready.remote(), timeout=60)
+    try:
+        yield found
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+@pytest.fixture(scope="session")
+def cluster_settings() -> Iterator[Settings]:
+    home = make_home()
+    settings = Settings(
+        home=home,
+        database_url=f"sqlite:///{home / 'cerver.db'}",
+        port=free_port(),
+        ray_namespace=NAMESPACE,
+        output_limit_bytes=64 * 1024,
+        run_timeout_s=20.0,
+    )
+    prepare_home(settings)
+    yield settings
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def cluster_server(nodes: Nodes, cluster_settings: Settings) -> Iterator[str]:
+    from ray import serve
+
+    from cerver.serve_app.app import Ingress
+
+    # One proxy, on the head: every node of this one-machine cluster shares the address.
+    serve.start(
+        proxy_location="HeadOnly",
+        http_options={"host": "127.0.0.1", "port": cluster_settings.port},
+    )
+    app = Ingress.options(  # type: ignore[attr-defined]
+        num_replicas=2, ray_actor_options={"num_cpus": 0, "resources": {"api": 1}}
+    ).bind(cluster_settings)
+    serve.run(app, name="cerver", route_prefix="/")
+    yield f"http://127.0.0.1:{cluster_settings.port}"
+    serve.shutdown()
+
+
+@pytest.fixture(scope="session")
+def cluster_token(cluster_settings: Settings) -> str:
+    from cerver.store import Store
+
+    store = Store.open(cluster_settings.database_url)
+    account = store.accounts.get_or_create("cluster-alice")
+    # Stand-in until `ray` is a self-hosted provider in cerver/adapters/access.py: an
+    # (empty) credential entry is what makes a provider executable for an account today.
+    store.credentials.put(account.id, "ray", {})
+    return str(store.accounts.issue_token(account.id))
+
+
+@pytest.fixture
+def capi(cluster_server: str, cluster_token: str) -> Iterator[httpx.Client]:
+    with httpx.Client(
+        base_url=cluster_server, headers={"Authorization": f"Bearer {cluster_token}"}, timeout=90
+    ) as client:
+        yield client
+
+
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
