@@ -14,6 +14,7 @@ from tests.cluster.conftest import NAMESPACE, Nodes
 
 pytestmark = pytest.mark.timeout(240)
 
+
 def run_until_ok(capi: httpx.Client, sid: str, code: str, within_s: float = 120) -> httpx.Response:
     """Retry while the session layer recovers; 503 is its documented 'retry' answer."""
     deadline = time.monotonic() + within_s
