@@ -18,6 +18,7 @@ from typing import Any, cast
 
 import ray
 
+from cerver.actors.calls import Moved
 from cerver.actors.provisioning import Provisioner
 from cerver.adapters.base import ExecEvent, ExecRequest, ExecResult, Resources, SandboxRecord
 from cerver.config import Settings
@@ -340,10 +341,8 @@ def _result_content(result: ExecResult) -> dict[str, Any]:
     )
 
 
-class NotBound(CerverError):
+class NotBound(Moved):
     """This host does not (or no longer) serve that session: look it up again."""
-
-    status, code = 503, "session_moved"
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)

@@ -96,7 +96,7 @@ async def create_sandbox(
     await check_choice(c, who, choice)
     compute_id = new_id("cmp")
     try:
-        await sandboxes(c).call(compute_id, "create", who.id, choice, body.runtime)
+        await sandboxes(c).call(compute_id, who.id, "create", who.id, choice, body.runtime)
     except BaseException:
         await sandboxes(c).kill(compute_id)
         raise
@@ -134,7 +134,7 @@ async def run(
     request = _exec_request(c, body)
     if body.stream:
         return _stream(c, row, request)
-    result = await sandboxes(c).call(sandbox_id, "run", request)
+    result = await sandboxes(c).call(sandbox_id, who.id, "run", request)
     error = result["stderr"]
     if result.get("error") and result["error"] not in error:
         error = f"{error}{result['error']}"
@@ -152,7 +152,7 @@ async def run(
 
 
 def _stream(c: AppContext, row: ComputeRow, request: ExecRequest) -> StreamingResponse:
-    events = sandboxes(c).stream(row.id, "run_stream", request)
+    events = sandboxes(c).stream(row.id, row.account_id, "run_stream", request)
 
     async def sse() -> AsyncIterator[bytes]:
         try:
@@ -176,7 +176,7 @@ async def install(
 ) -> dict[str, Any]:
     await owned_compute(c, who, sandbox_id)
     request = InstallRequest(package=body.package, manager=body.manager)
-    result: dict[str, Any] = await sandboxes(c).call(sandbox_id, "install", request)
+    result: dict[str, Any] = await sandboxes(c).call(sandbox_id, who.id, "install", request)
     return result
 
 
@@ -198,7 +198,7 @@ async def write_file(
                 "CERVER_MAX_FILE_BYTES",
                 details={"max_bytes": c.settings.max_file_bytes},
             )
-    await sandboxes(c).call(sandbox_id, "write_file", path, bytes(data))
+    await sandboxes(c).call(sandbox_id, who.id, "write_file", path, bytes(data))
     return {"path": path, "size": len(data)}
 
 
@@ -210,7 +210,7 @@ async def read_file(
     c: AppContext = Depends(ctx),
 ) -> Response:
     await owned_compute(c, who, sandbox_id)
-    data = await sandboxes(c).call(sandbox_id, "read_file", path)
+    data = await sandboxes(c).call(sandbox_id, who.id, "read_file", path)
     return Response(content=data, media_type="application/octet-stream")
 
 
@@ -219,7 +219,7 @@ async def get_state(
     sandbox_id: str, who: Account = Depends(account), c: AppContext = Depends(ctx)
 ) -> dict[str, Any]:
     await owned_compute(c, who, sandbox_id)
-    state: dict[str, Any] = await sandboxes(c).call(sandbox_id, "get_state")
+    state: dict[str, Any] = await sandboxes(c).call(sandbox_id, who.id, "get_state")
     return state
 
 
@@ -231,7 +231,7 @@ async def set_state(
     c: AppContext = Depends(ctx),
 ) -> dict[str, Any]:
     await owned_compute(c, who, sandbox_id)
-    state: dict[str, Any] = await sandboxes(c).call(sandbox_id, "set_state", body.state)
+    state: dict[str, Any] = await sandboxes(c).call(sandbox_id, who.id, "set_state", body.state)
     return state
 
 
@@ -248,6 +248,6 @@ async def delete_sandbox(
             "or swap its compute first"
         )
     if row.status != "released":
-        await sandboxes(c).call(sandbox_id, "delete")
+        await sandboxes(c).call(sandbox_id, who.id, "delete")
     await sandboxes(c).kill(sandbox_id)
     return {"sandbox_id": sandbox_id, "deleted": True}

@@ -11,8 +11,8 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from cerver.actors.calls import Moved
 from cerver.actors.router import SessionRouter
-from cerver.actors.session import NotBound
 from cerver.adapters.base import ExecRequest
 from cerver.adapters.catalog import get_profile
 from cerver.errors import CerverError, NotFound, SessionClosed, Unprocessable
@@ -278,7 +278,7 @@ async def _stream(
     events = router.stream(row.id, row.account_id, "run_stream", request, received)
     try:
         first = await anext(events)  # raises our errors (closed, no compute) before any byte
-    except NotBound:  # the cached host had hibernated: the router looked it up again
+    except Moved:  # the cached host had hibernated: the router forgot it, look it up again
         events = router.stream(row.id, row.account_id, "run_stream", request, received)
         first = await anext(events)
     open_ms = (time.time() - received) * 1000.0
