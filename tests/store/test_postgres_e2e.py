@@ -5,11 +5,6 @@ runs ``echo hi``; after SIGTERM the rows are in PostgreSQL and no process is lef
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -19,48 +14,9 @@ from cerver.store import schema
 from cerver.store.accounts import hash_token
 from cerver.store.db import driver_url
 from tests.conftest import free_port, make_home
-from tests.integration.test_cli import alive, descendants
+from tests.serve_process import descendants, leftovers, start_server, stop_server
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
-
-CERVER = str(Path(sys.executable).with_name("cerver"))
-
-
-def _start(env: dict[str, str], port: int) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [CERVER, "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    token, lines = None, []
-    deadline = time.time() + 150
-    assert proc.stdout is not None
-    while time.time() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if line.startswith("CERVER_API_TOKEN="):
-            token = line.strip().split("=", 1)[1]
-        if "listening on" in line:
-            break
-    if not (token and token.startswith("ck_") and "listening on" in lines[-1]):
-        _stop(proc)
-        pytest.fail("cerver serve did not start:\n" + "".join(lines))
-    return proc, token
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=90)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        raise
 
 
 def test_serve_on_postgres(postgres_url: str) -> None:
@@ -71,7 +27,7 @@ def test_serve_on_postgres(postgres_url: str) -> None:
         "CERVER_RAY_NAMESPACE": "pg-e2e",
         "CERVER_DATABASE_URL": postgres_url,
     }
-    proc, token = _start(env, port)
+    proc, token = start_server(env, port)
     tree: set[int] = set()
     try:
         headers = {"Authorization": f"Bearer {token}"}
@@ -93,11 +49,8 @@ def test_serve_on_postgres(postgres_url: str) -> None:
         tree = descendants(proc.pid)
         assert tree, "the server should have started Ray processes"
     finally:
-        _stop(proc)
-    deadline = time.time() + 30
-    while time.time() < deadline and any(alive(p) for p in tree):
-        time.sleep(0.5)
-    assert not [p for p in tree if alive(p)], "processes left behind"
+        stop_server(proc)
+    assert not leftovers(tree), "processes left behind"
 
     # The server wrote to PostgreSQL (and not to a SQLite file in its home).
     assert not (home / "cerver.db").exists()
