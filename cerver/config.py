@@ -7,6 +7,7 @@ explicitly to Serve replicas and actors rather than re-read from each process's 
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -72,6 +73,28 @@ def _env_bool(name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
+def _env_labels(name: str) -> dict[str, str]:
+    """A Ray label selector as a JSON object of strings, e.g. ``{"cerver-pool": "cpu"}``."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return {}
+    example = f"""{name}='{{"cerver-pool": "cpu"}}'"""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a JSON object, e.g. {example}; got {raw!r}") from None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ConfigError(f"{name} must be a JSON object of strings, e.g. {example}")
+    from ray._private.label_utils import validate_label_selector
+
+    problem = validate_label_selector(value)
+    if problem:
+        raise ConfigError(f"{name}: {problem}")
+    return value
+
+
 class Settings(BaseModel):
     home: Path
     database_url: str
@@ -95,6 +118,8 @@ class Settings(BaseModel):
     # Session hosts: warm pool, hibernation, backpressure (docs/sessions.md).
     session_pool_size: int = 2
     sessions_per_host: int = 32
+    # Ray label selector for session host actors (e.g. keep them off the head node).
+    session_host_labels: dict[str, str] = {}
     sandbox_pool_size: int = 1
     hibernate_after_s: float = 300.0
     max_live_sessions: int = 500
@@ -133,6 +158,7 @@ class Settings(BaseModel):
             sandbox_idle_s=_env_float("CERVER_SANDBOX_IDLE_S", 3600.0, minimum=1.0),
             session_pool_size=_env_int("CERVER_SESSION_POOL_SIZE", 2, minimum=0),
             sessions_per_host=_env_int("CERVER_SESSIONS_PER_HOST", 32, minimum=1),
+            session_host_labels=_env_labels("CERVER_SESSION_HOST_LABELS"),
             sandbox_pool_size=_env_int("CERVER_SANDBOX_POOL_SIZE", 1, minimum=0),
             hibernate_after_s=_env_float("CERVER_HIBERNATE_AFTER_S", 300.0, minimum=0.1),
             max_live_sessions=_env_int("CERVER_MAX_LIVE_SESSIONS", 500, minimum=1),

@@ -69,10 +69,16 @@ class SessionDirectory:
 
         self.creating += 1
         try:
+            placement = (
+                {"label_selector": self.settings.session_host_labels}
+                if self.settings.session_host_labels
+                else {}
+            )
             handle = SessionHost.options(  # type: ignore[attr-defined]
                 name=new_id("host"),
                 namespace=self.settings.ray_namespace,
                 lifetime="detached",
+                **placement,
             ).remote(self.settings)
             actor_id: str = await handle.ready.remote()
         finally:
