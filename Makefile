@@ -22,10 +22,12 @@ check: $(STAMP)
 	$(BIN)/ruff format --check cerver tests bench
 	$(BIN)/mypy
 
-# tests/cluster starts its own multi-node Ray cluster: it runs in a second pytest process.
+# tests/cluster starts its own multi-node Ray cluster: it runs in its own pytest process,
+# once with a SQLite store and once with PostgreSQL.
 pytest: $(STAMP)
 	$(BIN)/python -m pytest --ignore=tests/cluster $(PYTEST_ARGS)
-	$(BIN)/python -m pytest tests/cluster $(PYTEST_ARGS)
+	CERVER_TEST_CLUSTER_STORE=sqlite $(BIN)/python -m pytest tests/cluster $(PYTEST_ARGS)
+	CERVER_TEST_CLUSTER_STORE=postgresql $(BIN)/python -m pytest tests/cluster $(PYTEST_ARGS)
 
 test: check pytest
 

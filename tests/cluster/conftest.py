@@ -4,17 +4,22 @@ different resources and labels) and the real Serve app on it with two ingress re
 Ray allows one driver connection per process, so these tests run in their own pytest
 process (``pytest tests/cluster``), never together with the shared ``ray_runtime`` suite.
 
-Layout (one machine, so every node shares the disk and the SQLite store):
+The store is SQLite, or PostgreSQL with ``CERVER_TEST_CLUSTER_STORE=postgresql`` (a database
+every node reaches, as on a real cluster); ``make test`` runs this suite once with each.
 
-    head      num_cpus=1 (held busy)        Serve controller + the one HTTP proxy
+Layout (one machine, so every node shares the disk):
+
+    head      num_cpus=1 (held busy)        Serve controller + the one HTTP proxy, no session hosts
     worker a  num_cpus=1  api=1 sbx=2  zone=a   an ingress replica; sandboxes asking for sbx
     worker b  num_cpus=1  api=1        zone=b   the other ingress replica
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +30,10 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cerver.config import Settings, prepare_home
+from cerver.store import db
 from tests.conftest import free_port, make_home
+from tests.serve_process import descendants
+from tests.store import pgcluster
 
 NAMESPACE = "cerver-cluster-test"
 
@@ -64,9 +72,19 @@ class Nodes:
         return node
 
     def remove(self, role: str) -> None:
-        """Kill the node at once (no graceful drain), as a machine loss would."""
+        """Kill the node at once (no graceful drain), as a machine loss would: its Ray daemons
+        and every process they started. Ray kills the daemons; a worker notices its raylet is
+        gone only a moment later, and could still answer a call meanwhile, so we kill the
+        workers (and the sandboxes under them) too, as the machine's loss would."""
         node = self.workers.pop(role)
+        started = set()
+        for infos in node.all_processes.values():
+            for info in infos:
+                started |= descendants(info.process.pid)
         self.cluster.remove_node(node, allow_graceful=False)
+        for pid in started:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def replace(self, role: str) -> Any:
         """Lose the node, then start a fresh one with the same resources and labels."""
@@ -96,8 +114,8 @@ def nodes() -> Iterator[Nodes]:
     found.add("a", resources={"api": 1, "sbx": 2}, labels={"zone": "a"})
     found.add("b", resources={"api": 1}, labels={"zone": "b"})
     ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False)
-    # Keep the head's CPU busy, as on a real cluster's head: Ray then places the detached,
-    # zero-CPU session actors on the workers, whose loss is what these tests exercise.
+    # Keep the head's CPU busy, as on a real cluster's head: sandboxes that ask for a CPU
+    # then land on the workers. (Zero-CPU session hosts are kept there by their labels.)
     busy = _HeadLoad.options(  # type: ignore[attr-defined]
         scheduling_strategy=NodeAffinitySchedulingStrategy(cluster.head_node.node_id, soft=False)
     ).remote()
@@ -109,14 +127,40 @@ def nodes() -> Iterator[Nodes]:
         cluster.shutdown()
 
 
+STORES = ("sqlite", "postgresql")
+
+
 @pytest.fixture(scope="session")
-def cluster_settings() -> Iterator[Settings]:
+def cluster_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of the store every node of the cluster shares."""
+    backend = os.environ.get("CERVER_TEST_CLUSTER_STORE", "sqlite")
+    if backend not in STORES:
+        raise pytest.UsageError(
+            f"CERVER_TEST_CLUSTER_STORE must be one of {STORES}, not {backend!r}"
+        )
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('cluster-store') / 'cerver.db'}"
+        return
+    with pgcluster.server_for_tests() as server:
+        url = pgcluster.create_database(server)
+        try:
+            yield url
+        finally:
+            db.dispose(url)
+            pgcluster.drop_database(server, url)
+
+
+@pytest.fixture(scope="session")
+def cluster_settings(cluster_database: str) -> Iterator[Settings]:
     home = make_home()
     settings = Settings(
         home=home,
-        database_url=f"sqlite:///{home / 'cerver.db'}",
+        database_url=cluster_database,
         port=free_port(),
         ray_namespace=NAMESPACE,
+        # Session hosts on the workers, as a deployment keeps them off its head: losing
+        # their node is what these tests exercise (CERVER_SESSION_HOST_LABELS).
+        session_host_labels={"zone": "in(a,b)"},
         output_limit_bytes=64 * 1024,
         run_timeout_s=20.0,
     )
@@ -150,9 +194,6 @@ def cluster_token(cluster_settings: Settings) -> str:
 
     store = Store.open(cluster_settings.database_url)
     account = store.accounts.get_or_create("cluster-alice")
-    # Stand-in until `ray` is a self-hosted provider in cerver/adapters/access.py: an
-    # (empty) credential entry is what makes a provider executable for an account today.
-    store.credentials.put(account.id, "ray", {})
     return str(store.accounts.issue_token(account.id))
 
 

@@ -10,7 +10,6 @@ PostgreSQL is a failure: CI installs it (``.ci/run``) so that these tests always
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,27 +22,10 @@ from tests.store import pgcluster
 BACKENDS = ["sqlite", "postgresql"]
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
     """A URL of a PostgreSQL server this session may create databases on."""
-    given = os.environ.get("CERVER_TEST_POSTGRES_URL")
-    if given:
-        yield given
-        return
-    bindir = pgcluster.find_bindir()
-    if bindir is None:
-        reason = (
-            "PostgreSQL not available: set CERVER_TEST_POSTGRES_URL or install the "
-            "'postgresql' package (no /usr/lib/postgresql/*/bin/initdb found)"
-        )
-        if _in_ci():
-            pytest.fail(f"{reason}; CI must run the PostgreSQL tests", pytrace=False)
-        pytest.skip(reason)
-    with pgcluster.running(bindir) as url:
+    with pgcluster.server_for_tests() as url:
         yield url
 
 

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from sqlalchemy import create_engine, make_url, text
 
 from cerver.store.db import driver_url
@@ -214,3 +215,33 @@ def drop_database(server_url: str, database_url: str) -> None:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     finally:
         admin.dispose()
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@contextlib.contextmanager
+def server_for_tests() -> Iterator[str]:
+    """A URL of a PostgreSQL server the tests may create databases on.
+
+    ``CERVER_TEST_POSTGRES_URL`` when set (a role that may CREATE DATABASE), otherwise a
+    throwaway cluster started from the installed binaries. Without either the calling test is
+    skipped, except under CI (``CI=true``), where a missing PostgreSQL is a failure: CI
+    installs it (``.ci/run``) so that the PostgreSQL tests always run there.
+    """
+    given = os.environ.get("CERVER_TEST_POSTGRES_URL")
+    if given:
+        yield given
+        return
+    bindir = find_bindir()
+    if bindir is None:
+        reason = (
+            "PostgreSQL not available: set CERVER_TEST_POSTGRES_URL or install the "
+            "'postgresql' package (no /usr/lib/postgresql/*/bin/initdb found)"
+        )
+        if _in_ci():
+            pytest.fail(f"{reason}; CI must run the PostgreSQL tests", pytrace=False)
+        pytest.skip(reason)
+    with running(bindir) as url:
+        yield url
