@@ -6,6 +6,8 @@ valid ones. No provider if/elif chains anywhere else.
 
 from __future__ import annotations
 
+import threading
+
 from cerver.adapters.base import ComputeAdapter
 from cerver.errors import BadRequest
 
@@ -47,12 +49,19 @@ def get(name: str) -> type[ComputeAdapter]:
 
 
 _loaded = False
+_loading = threading.Lock()
 
 
 def _load_builtin() -> None:
-    """Import the built-in adapter modules once; each registers itself on import."""
+    """Import the built-in adapter modules once; each registers itself on import.
+
+    Lookups run in worker threads (``asyncio.to_thread``): a second thread must wait for
+    the first one's import to finish, not see a registry that is still empty."""
     global _loaded
     if _loaded:
         return
-    _loaded = True
-    from cerver.adapters import local, raycluster  # noqa: F401
+    with _loading:
+        if not _loaded:
+            from cerver.adapters import local, raycluster  # noqa: F401
+
+            _loaded = True
