@@ -66,7 +66,16 @@ def build_app(settings: Settings) -> FastAPI:
     return app
 
 
-@serve.deployment(name="cerver-ingress", ray_actor_options={"num_cpus": 0})
+# Every handler awaits (actors, threads): one replica serves many requests at once. Serve's
+# default of 5 in flight per replica would make 5 long runs hold up every other call.
+MAX_ONGOING_REQUESTS = 1000
+
+
+@serve.deployment(
+    name="cerver-ingress",
+    ray_actor_options={"num_cpus": 0},
+    max_ongoing_requests=MAX_ONGOING_REQUESTS,
+)
 @serve.ingress()
 class Ingress:
     def __init__(self, settings: Settings) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import pytest
@@ -124,3 +125,33 @@ def test_session_adopts_a_sandbox(api: httpx.Client) -> None:
     r = api.post(f"/sandbox/{sid}/run", json={"code": "print(1)"})
     assert r.status_code == 409 and session["session_id"] in r.json()["error"]["message"]
     api.delete(f"/v2/sessions/{session['session_id']}")
+
+
+def test_long_runs_do_not_hold_up_other_calls(api: httpx.Client, server: str, token: str) -> None:
+    # More long runs in flight than Serve's default per-replica limit (5): a short call made
+    # while they run must be answered while they are still running, not queued behind them.
+    from concurrent.futures import ThreadPoolExecutor
+
+    ids = []
+    for _ in range(7):
+        r = api.post("/sandbox")
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["sandbox_id"])
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def long_run(sid: str) -> int:
+        with httpx.Client(base_url=server, headers=headers, timeout=60) as client:
+            r = client.post(f"/sandbox/{sid}/run", json={"code": "import time; time.sleep(6)"})
+            return r.status_code
+
+    try:
+        with ThreadPoolExecutor(len(ids)) as pool:
+            runs = [pool.submit(long_run, sid) for sid in ids]
+            time.sleep(1.5)
+            r = api.get(f"/sandbox/{ids[0]}")
+            assert r.status_code == 200, r.text
+            assert not any(run.done() for run in runs), "the short call waited for the long runs"
+            assert [run.result() for run in runs] == [200] * len(ids)
+    finally:
+        for sid in ids:
+            api.delete(f"/sandbox/{sid}")
