@@ -59,6 +59,7 @@ class SessionDirectory:
         self.creating = 0
         self.created_total = 0
         self._refill_task: asyncio.Task[None] | None = None
+        self._growing: asyncio.Future[Host] | None = None
 
     # --- pool --------------------------------------------------------------------------
     def _empty(self) -> int:
@@ -106,6 +107,20 @@ class SessionDirectory:
         room = [h for h in self.hosts.values() if len(h.sessions) < self.settings.sessions_per_host]
         return max(room, key=lambda h: len(h.sessions), default=None)
 
+    async def _host_with_room(self) -> Host:
+        """A host with a free slot; when every host is full, one new host for all who wait.
+
+        A burst larger than the pool must not start a process per waiting session: waiters
+        share one host being started, take its slots, and the next one starts only for those
+        still without a slot."""
+        while True:
+            host = self._place()
+            if host is not None:
+                return host
+            if self._growing is None or self._growing.done():
+                self._growing = asyncio.ensure_future(self._new_host())
+            await asyncio.shield(self._growing)
+
     # --- binding -----------------------------------------------------------------------
     async def lookup(self, session_id: str) -> ActorHandle | None:
         found = self.bound.get(session_id)
@@ -145,8 +160,8 @@ class SessionDirectory:
         future: asyncio.Future[ActorHandle] = asyncio.get_running_loop().create_future()
         self.pending[session_id] = future
         try:
-            host = self._place() or await self._new_host()
-            host.sessions.add(session_id)  # reserve the slot before awaiting
+            host = await self._host_with_room()
+            host.sessions.add(session_id)  # reserve the slot before awaiting again
             try:
                 await host.handle.bind.remote(session_id)
             except BaseException:

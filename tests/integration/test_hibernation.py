@@ -138,6 +138,36 @@ def test_idle_timer_hibernates_and_limits_apply(server_settings: Settings) -> No
     assert types[-1] == "hibernated"
 
 
+def test_burst_beyond_the_pool_starts_only_the_hosts_it_needs(server_settings: Settings) -> None:
+    # 16 sessions at once, 4 per host, 1 host ready: 4 hosts are needed. Starting a host per
+    # waiting session (the old behaviour) started 13 processes for this burst.
+    settings = server_settings.model_copy(
+        update={
+            "ray_namespace": f"burst-{time.time_ns()}",
+            "session_pool_size": 1,
+            "sessions_per_host": 4,
+            "max_live_sessions": 100,
+            "max_live_sessions_per_account": 100,
+        }
+    )
+    store = Store.open(settings.database_url)
+    account = store.accounts.get_or_create("burst-test")
+    d = directory_handle(settings)
+    ray.get(d.warm.remote(), timeout=60)
+    rows = [_session_row(store, account.id) for _ in range(16)]
+    handles = ray.get([d.acquire.remote(row.id, account.id) for row in rows], timeout=120)
+    try:
+        stats = ray.get(d.stats.remote())
+        assert stats["live"] == 16
+        assert max(stats["per_host"]) <= 4
+        # 4 hosts for the sessions, plus at most the pool's refill (1) and one being started.
+        assert stats["created_total"] <= 6, stats
+    finally:
+        for handle in {h._actor_id.hex(): h for h in handles}.values():
+            ray.kill(handle)
+        ray.kill(d)
+
+
 def test_overload_answers_429_with_retry_after(
     server: str, crowd_token: str, server_settings: Settings
 ) -> None:
