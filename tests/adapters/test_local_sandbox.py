@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import socket
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cerver.adapters.base import ExecRequest, InstallRequest, SandboxRecord
-from cerver.adapters.local import LocalAdapter, LocalSandboxData
+from cerver.adapters.local import LocalAdapter, LocalSandboxData, runtimes
 from cerver.config import Settings
 from cerver.errors import BadRequest, NotFound, PathEscape, PayloadTooLarge
 
@@ -114,6 +115,23 @@ async def test_python_state_persists(adapter: LocalAdapter, sandbox: SandboxReco
     second = await run(adapter, sandbox, "print(f(x), math.pi > 3)", "python")
     assert second.stdout == "42 True\n"
     assert second.exit_code == 0
+
+
+async def test_python_sees_installed_packages_without_running_site(
+    adapter: LocalAdapter, sandbox: SandboxRecord
+) -> None:
+    # Started with -S (no .pth code runs in the sandbox), yet the installation's
+    # site-packages are importable, as with a plain `python`.
+    python = runtimes.python()
+    assert python is not None
+    expected = list(runtimes.python_site_dirs(python.executable))
+    assert expected, "the sandbox python has no site-packages directory to compare with"
+    code = "import sys, json; print(json.dumps([sys.flags.no_site, sys.path]))"
+    out = await run(adapter, sandbox, code, "python")
+    assert out.exit_code == 0, out.stderr
+    no_site, path = json.loads(out.stdout)
+    assert no_site == 1
+    assert all(d in path for d in expected), (expected, path)
 
 
 async def test_stdout_and_stderr_are_separate(

@@ -2,12 +2,12 @@
 
 Stdlib only.
 
-Started as ``python -u -c <this source> <ctl_out_fd>``. Commands arrive as JSON lines on
-stdin, which the driver moves to a private descriptor (user code and its subprocesses get
-/dev/null); results leave as JSON lines on ``ctl_out_fd``. User output goes to the real
-fds 1 and 2, followed by a per-run token on each so the host knows a run's output is
-complete. One globals dict survives between runs. ``{"op": "interrupt"}`` raises
-KeyboardInterrupt in the running cell only (never between cells).
+Started as ``python -S -u -c <this source> <ctl_out_fd> [site-packages dirs...]``.
+Commands arrive as JSON lines on stdin, which the driver moves to a private descriptor (user
+code and its subprocesses get /dev/null); results leave as JSON lines on ``ctl_out_fd``.
+User output goes to the real fds 1 and 2, followed by a per-run token on each so the host
+knows a run's output is complete. One globals dict survives between runs.
+``{"op": "interrupt"}`` raises KeyboardInterrupt in the running cell only (never between cells).
 """
 
 import contextlib
@@ -22,6 +22,9 @@ import threading
 import traceback
 
 CTL_OUT = int(sys.argv[1])
+# Started with -S: the installation's site-packages come as arguments, without running .pth files.
+sys.path.extend(d for d in sys.argv[2:] if d not in sys.path)
+del sys.argv[1:]
 CTL_IN = os.dup(0)
 os.set_inheritable(CTL_IN, False)
 os.set_inheritable(CTL_OUT, False)

@@ -21,6 +21,7 @@ from importlib import resources
 from typing import Any
 
 from cerver.adapters.base import ExecEvent
+from cerver.adapters.local import runtimes
 from cerver.adapters.local.process import (
     READ_CHUNK,
     TIMEOUT_EXIT_CODE,
@@ -43,7 +44,9 @@ _MARK = b""  # queue payload meaning "this stream's token arrived"
 
 
 def driver_argv(python: str) -> list[str]:
-    return [python, "-u", "-c", DRIVER_SOURCE, "{ctl_fd}"]
+    # -S: no ``site`` (nor the code of its .pth files); the driver puts the installation's
+    # site-packages on sys.path itself, from the arguments after the control fd.
+    return [python, "-S", "-u", "-c", DRIVER_SOURCE, "{ctl_fd}", *runtimes.python_site_dirs(python)]
 
 
 def _held_back(buf: bytes, token: bytes) -> int:

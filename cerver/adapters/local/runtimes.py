@@ -8,8 +8,10 @@ contributes its installation prefix, which is exposed read-only, and nothing aro
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +54,25 @@ def python() -> Runtime | None:
         return None
     real = os.path.realpath(found)
     return Runtime("python", real, str(Path(real).parent.parent))
+
+
+@functools.cache
+def python_site_dirs(executable: str) -> tuple[str, ...]:
+    """The site-packages directories of ``executable`` (asked once per process).
+
+    Sandboxed interpreters start with ``-S`` and get these on ``sys.path`` instead: the
+    installation's packages stay importable, while ``site`` and the ``.pth`` files it runs
+    (arbitrary code, often most of an interpreter's start-up) are skipped."""
+    done = subprocess.run(
+        [executable, "-I", "-c", "import json, site; print(json.dumps(site.getsitepackages()))"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if done.returncode != 0:
+        return ()
+    return tuple(str(d) for d in json.loads(done.stdout) if os.path.isdir(d))
 
 
 @functools.cache
