@@ -30,7 +30,6 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cerver.config import Settings, prepare_home
-from cerver.store import db
 from tests.conftest import free_port, make_home
 from tests.serve_process import descendants
 from tests.store import pgcluster
@@ -141,13 +140,8 @@ def cluster_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if backend == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp('cluster-store') / 'cerver.db'}"
         return
-    with pgcluster.server_for_tests() as server:
-        url = pgcluster.create_database(server)
-        try:
-            yield url
-        finally:
-            db.dispose(url)
-            pgcluster.drop_database(server, url)
+    with pgcluster.server_for_tests() as server, pgcluster.fresh_database(server) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -105,21 +105,28 @@ def _session_row(store: Store, account_id: str) -> SessionRow:
     return row
 
 
-def test_idle_timer_hibernates_and_limits_apply(server_settings: Settings) -> None:
-    # A directory of its own (own namespace) with a short idle timer and tight limits.
+def _own_directory(server_settings: Settings, name: str, **overrides: object):  # type: ignore[no-untyped-def]
+    """A session directory of its own (own Ray namespace), warmed, and an account to use it."""
     settings = server_settings.model_copy(
-        update={
-            "ray_namespace": f"hib-{time.time_ns()}",
-            "hibernate_after_s": 6.0,
-            "session_pool_size": 2,
-            "max_live_sessions": 2,
-            "max_live_sessions_per_account": 2,
-        }
+        update={"ray_namespace": f"{name}-{time.time_ns()}", **overrides}
     )
     store = Store.open(settings.database_url)
-    account = store.accounts.get_or_create("hibernation-test")
+    account = store.accounts.get_or_create(f"{name}-test")
     d = directory_handle(settings)
     ray.get(d.warm.remote(), timeout=60)
+    return store, account, d
+
+
+def test_idle_timer_hibernates_and_limits_apply(server_settings: Settings) -> None:
+    # A short idle timer and tight limits.
+    store, account, d = _own_directory(
+        server_settings,
+        "hibernation",
+        hibernate_after_s=6.0,
+        session_pool_size=2,
+        max_live_sessions=2,
+        max_live_sessions_per_account=2,
+    )
     rows = [_session_row(store, account.id) for _ in range(3)]
     h1 = ray.get(d.acquire.remote(rows[0].id, account.id), timeout=60)
     ray.get(d.acquire.remote(rows[1].id, account.id), timeout=60)
@@ -141,19 +148,14 @@ def test_idle_timer_hibernates_and_limits_apply(server_settings: Settings) -> No
 def test_burst_beyond_the_pool_starts_only_the_hosts_it_needs(server_settings: Settings) -> None:
     # 16 sessions at once, 4 per host, 1 host ready: 4 hosts are needed. Starting a host per
     # waiting session (the old behaviour) started 13 processes for this burst.
-    settings = server_settings.model_copy(
-        update={
-            "ray_namespace": f"burst-{time.time_ns()}",
-            "session_pool_size": 1,
-            "sessions_per_host": 4,
-            "max_live_sessions": 100,
-            "max_live_sessions_per_account": 100,
-        }
+    store, account, d = _own_directory(
+        server_settings,
+        "burst",
+        session_pool_size=1,
+        sessions_per_host=4,
+        max_live_sessions=100,
+        max_live_sessions_per_account=100,
     )
-    store = Store.open(settings.database_url)
-    account = store.accounts.get_or_create("burst-test")
-    d = directory_handle(settings)
-    ray.get(d.warm.remote(), timeout=60)
     rows = [_session_row(store, account.id) for _ in range(16)]
     handles = ray.get([d.acquire.remote(row.id, account.id) for row in rows], timeout=120)
     try:

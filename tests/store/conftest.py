@@ -32,12 +32,8 @@ def postgres_server() -> Iterator[str]:
 @pytest.fixture
 def postgres_url(postgres_server: str) -> Iterator[str]:
     """A fresh, empty PostgreSQL database, dropped after the test."""
-    url = pgcluster.create_database(postgres_server)
-    try:
+    with pgcluster.fresh_database(postgres_server) as url:
         yield url
-    finally:
-        db.dispose(url)
-        pgcluster.drop_database(postgres_server, url)
 
 
 @pytest.fixture(params=BACKENDS)

@@ -26,7 +26,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, make_url, text
 
+from cerver.store import db
 from cerver.store.db import driver_url
+from tests.serve_process import alive
 
 START_TIMEOUT_S = 60
 
@@ -51,14 +53,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 @dataclass
@@ -178,9 +172,9 @@ def stop(cluster: Cluster) -> None:
         pg_ctl = str(cluster.bindir / "pg_ctl")
         cluster.run(pg_ctl, "-D", str(cluster.data), "-m", "fast", "-w", "stop")
         deadline = time.monotonic() + 20
-        while _pid_alive(pid) and time.monotonic() < deadline:
+        while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _pid_alive(pid):
+        if alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     shutil.rmtree(cluster.root, ignore_errors=True)
@@ -245,3 +239,14 @@ def server_for_tests() -> Iterator[str]:
         pytest.skip(reason)
     with running(bindir) as url:
         yield url
+
+
+@contextlib.contextmanager
+def fresh_database(server_url: str) -> Iterator[str]:
+    """A new empty database on ``server_url`` for the ``with`` block, dropped after it."""
+    url = create_database(server_url)
+    try:
+        yield url
+    finally:
+        db.dispose(url)
+        drop_database(server_url, url)
