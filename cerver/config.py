@@ -13,6 +13,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from cerver.labels import selector_problem
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 DEFAULT_MAX_BODY_BYTES = 1 * 1024 * 1024
@@ -83,16 +85,10 @@ def _env_labels(name: str) -> dict[str, str]:
         value = json.loads(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a JSON object, e.g. {example}; got {raw!r}") from None
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
-        raise ConfigError(f"{name} must be a JSON object of strings, e.g. {example}")
-    from ray._private.label_utils import validate_label_selector
-
-    problem = validate_label_selector(value)
+    problem = selector_problem(value)
     if problem:
-        raise ConfigError(f"{name}: {problem}")
-    return value
+        raise ConfigError(f"{name}: {problem}; e.g. {example}")
+    return dict(value)
 
 
 class Settings(BaseModel):

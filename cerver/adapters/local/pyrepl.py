@@ -43,10 +43,10 @@ STATE_LOST = "[cerver: the python interpreter {why}; it was restarted and its st
 _MARK = b""  # queue payload meaning "this stream's token arrived"
 
 
-def driver_argv(python: str) -> list[str]:
+def driver_argv(python: str, site_dirs: tuple[str, ...]) -> list[str]:
     # -S: no ``site`` (nor the code of its .pth files); the driver puts the installation's
     # site-packages on sys.path itself, from the arguments after the control fd.
-    return [python, "-S", "-u", "-c", DRIVER_SOURCE, "{ctl_fd}", *runtimes.python_site_dirs(python)]
+    return [python, "-S", "-u", "-c", DRIVER_SOURCE, "{ctl_fd}", *site_dirs]
 
 
 def _held_back(buf: bytes, token: bytes) -> int:
@@ -92,8 +92,14 @@ class PythonInterpreter:
 
     async def start(self) -> None:
         await self._supervisor.ensure_started()
+        # Asked once per process, in a thread: the first answer runs the interpreter.
+        site_dirs = await asyncio.to_thread(runtimes.python_site_dirs, self._python)
         proc = await self._supervisor.spawn(
-            driver_argv(self._python), env=self._env, cwd=self._cwd, stdin=True, ctl=True
+            driver_argv(self._python, site_dirs),
+            env=self._env,
+            cwd=self._cwd,
+            stdin=True,
+            ctl=True,
         )
         assert proc.ctl is not None
         control = proc.ctl

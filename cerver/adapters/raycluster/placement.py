@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cerver.adapters.base import SandboxSpec
 from cerver.errors import BadRequest
+from cerver.labels import selector_problem
 
 MIB = 1024 * 1024
 
@@ -79,19 +80,11 @@ def placement_from(spec: SandboxSpec) -> Placement:
 def _labels(raw: Any) -> dict[str, str]:
     if raw is None:
         return {}
-    if not isinstance(raw, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in raw.items()
-    ):
-        raise BadRequest(
-            'options.node_labels must be an object of strings, e.g. {"zone": "a"}',
-            details={"field": "options.node_labels"},
-        )
-    from ray._private.label_utils import validate_label_selector
-
-    problem = validate_label_selector(raw)
+    problem = selector_problem(raw)
     if problem:
         raise BadRequest(
-            f"options.node_labels: {problem}", details={"field": "options.node_labels"}
+            f'options.node_labels: {problem}; e.g. {{"zone": "a"}}',
+            details={"field": "options.node_labels"},
         )
     return dict(raw)
 
