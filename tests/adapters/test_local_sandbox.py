@@ -134,6 +134,12 @@ async def test_python_sees_installed_packages_without_running_site(
     assert all(d in path for d in expected), (expected, path)
 
 
+def test_site_dirs_of_a_broken_python_are_none_and_said(caplog: pytest.LogCaptureFixture) -> None:
+    for broken in ("/bin/false", "/nonexistent/python3"):
+        assert runtimes.python_site_dirs(broken) == ()
+        assert f"could not ask {broken} for its site-packages" in caplog.text
+
+
 async def test_stdout_and_stderr_are_separate(
     adapter: LocalAdapter, sandbox: SandboxRecord
 ) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -19,6 +20,8 @@ from pathlib import Path
 from cerver.errors import BadRequest
 
 SYSTEM_PREFIX = "/usr"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -63,16 +66,26 @@ def python_site_dirs(executable: str) -> tuple[str, ...]:
     Sandboxed interpreters start with ``-S`` and get these on ``sys.path`` instead: the
     installation's packages stay importable, while ``site`` and the ``.pth`` files it runs
     (arbitrary code, often most of an interpreter's start-up) are skipped."""
-    done = subprocess.run(
-        [executable, "-I", "-c", "import json, site; print(json.dumps(site.getsitepackages()))"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    if done.returncode != 0:
+    probe = "import json, site; print(json.dumps(site.getsitepackages()))"
+    found: object = None
+    try:
+        done = subprocess.run(
+            [executable, "-I", "-c", probe], capture_output=True, text=True, timeout=30
+        )
+        problem = done.stderr.strip() or f"exit code {done.returncode}"
+        if done.returncode == 0:
+            found = json.loads(done.stdout)
+    except (OSError, subprocess.TimeoutExpired, ValueError) as exc:
+        problem = str(exc)
+    if not isinstance(found, list):
+        log.warning(
+            "could not ask %s for its site-packages (%s): sandboxed Python sees the standard "
+            "library and the sandbox's own installs only",
+            executable,
+            problem,
+        )
         return ()
-    return tuple(str(d) for d in json.loads(done.stdout) if os.path.isdir(d))
+    return tuple(str(d) for d in found if os.path.isdir(d))
 
 
 @functools.cache
