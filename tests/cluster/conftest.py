@@ -20,6 +20,7 @@ import contextlib
 import os
 import shutil
 import signal
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,6 +85,18 @@ class Nodes:
         for pid in started:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        self._wait_marked_dead(node.node_id)
+
+    @staticmethod
+    def _wait_marked_dead(node_id: str, within_s: float = 90.0) -> None:
+        """Until Ray's health checks declare the node dead, the scheduler may still place
+        actors on it (they die at once): later tests must not race with that window."""
+        deadline = time.monotonic() + within_s
+        while time.monotonic() < deadline:
+            if not any(n["NodeID"] == node_id and n["Alive"] for n in ray.nodes()):
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"Ray still reports node {node_id} alive {within_s}s after its loss")
 
     def replace(self, role: str) -> Any:
         """Lose the node, then start a fresh one with the same resources and labels."""
