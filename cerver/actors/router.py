@@ -12,7 +12,7 @@ from ray.actor import ActorHandle
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError
 
 from cerver.actors.calls import ActorCaller, ComputeHostRestarted, unwrap
-from cerver.actors.hosts import Overloaded, directory_handle
+from cerver.actors.session_directory import Overloaded, directory_handle
 from cerver.config import Settings
 
 _DIRECTORY_RESTART_WAIT_S = 60.0

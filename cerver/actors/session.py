@@ -1,6 +1,6 @@
 """SessionHost: the Ray actor that hosts a live session. While bound to a session it owns
 the session's compute handle (adapter + sandbox record), its transcript writer and its
-metrics, and is their only writer. Hosts are pooled (cerver/actors/hosts.py): a host is
+metrics, and is their only writer. Hosts are pooled (cerver/actors/session_directory.py): a host is
 bound on create/wake and unbound when its session closes or hibernates.
 
 Every transcript entry is committed to the store before the call that produced it returns,
@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any, cast
 
 import ray
+from ray.actor import ActorHandle
 
 from cerver.actors.calls import Moved
 from cerver.actors.provisioning import Provisioner
@@ -352,15 +353,14 @@ class SessionHost:
     Sessions are I/O-bound (their work runs in sandbox processes), so one async host
     process serves many of them; a node holds far more sessions than it has processes."""
 
-    def __init__(self, settings: Settings) -> None:
-        from cerver.actors.hosts import directory_handle
+    def __init__(self, settings: Settings, directory: ActorHandle) -> None:
         from cerver.store import Store
 
         self.settings = settings
         self.provisioner = Provisioner(settings, Store.open(settings.database_url))
         context = ray.get_runtime_context()
         self.actor_id: str = context.get_actor_id() or ""
-        self.directory = directory_handle(settings)
+        self.directory = directory  # the session directory that started this host
         self.cores: dict[str, SessionCore] = {}
         self._watcher: asyncio.Task[None] | None = None
         if context.was_current_actor_reconstructed:

@@ -8,9 +8,8 @@ from fastapi import FastAPI
 from ray import serve
 
 from cerver import __version__
-from cerver.actors.directory import ActorDirectory
 from cerver.actors.router import SessionRouter
-from cerver.actors.sandbox import SandboxActor
+from cerver.actors.sandbox_directory import SandboxDirectory
 from cerver.config import Settings
 from cerver.serve_app import errors
 from cerver.serve_app.deps import AppContext
@@ -38,7 +37,7 @@ def build_app(settings: Settings) -> FastAPI:
         store=store,
         extras={
             "sessions": SessionRouter(settings),
-            "sandboxes": ActorDirectory(SandboxActor, settings),
+            "sandboxes": SandboxDirectory(settings),
         },
     )
     errors.install(app)

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import Field
 
-from cerver.actors.directory import ActorDirectory
+from cerver.actors.sandbox_directory import SandboxDirectory
 from cerver.adapters.base import ExecRequest, InstallRequest, Language
 from cerver.errors import CerverError, Conflict, NotFound, PayloadTooLarge, Unprocessable
 from cerver.models import ComputeChoice, Strict
@@ -54,8 +54,8 @@ class SandboxStateBody(Strict):
     state: dict[str, Any]
 
 
-def sandboxes(c: AppContext) -> ActorDirectory:
-    found: ActorDirectory = c.extras["sandboxes"]
+def sandboxes(c: AppContext) -> SandboxDirectory:
+    found: SandboxDirectory = c.extras["sandboxes"]
     return found
 
 

@@ -8,7 +8,7 @@ import httpx
 import pytest
 import ray
 
-from cerver.actors.hosts import Overloaded, directory_handle
+from cerver.actors.session_directory import Overloaded, directory_handle
 from cerver.config import Settings
 from cerver.models import ComputeChoice
 from cerver.store import SessionRow, Store

@@ -25,6 +25,7 @@ from typing import Any
 import ray
 from ray.actor import ActorHandle
 
+from cerver.actors.session import SessionHost
 from cerver.config import Settings
 from cerver.errors import RateLimited
 from cerver.store.ids import new_id
@@ -51,6 +52,11 @@ class Overloaded(RateLimited):
 
 @ray.remote(num_cpus=0, max_restarts=-1)
 class SessionDirectory:
+    """Binds live sessions to pooled ``SessionHost`` actors (see the module docstring).
+
+    Each host it starts is given this directory's handle, so ``session.py`` never
+    imports this module (no import cycle)."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.hosts: dict[str, Host] = {}
@@ -66,8 +72,6 @@ class SessionDirectory:
         return sum(1 for h in self.hosts.values() if not h.sessions)
 
     async def _new_host(self) -> Host:
-        from cerver.actors.session import SessionHost
-
         self.creating += 1
         try:
             placement = (
@@ -80,7 +84,7 @@ class SessionDirectory:
                 namespace=self.settings.ray_namespace,
                 lifetime="detached",
                 **placement,
-            ).remote(self.settings)
+            ).remote(self.settings, ray.get_runtime_context().current_actor)
             actor_id: str = await handle.ready.remote()
         finally:
             self.creating -= 1

@@ -1,30 +1,29 @@
-"""Where `/sandbox` computes' host actors are found: get-or-create by compute id.
+"""The sandbox directory: where the host actor of a `/sandbox` compute is found,
+get-or-create by compute id.
 
 The binding lives in Ray's named-actor table (name = compute id, detached), so any replica
-on any node reaches the same actor; each replica caches handles.
+on any node reaches the same ``SandboxActor``; each replica caches handles.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import ray
 from ray.actor import ActorHandle
 
 from cerver.actors.calls import ActorCaller
+from cerver.actors.sandbox import SandboxActor
 from cerver.config import Settings
 
 
-class ActorDirectory(ActorCaller):
-    """Get-or-create directory of one actor class, keyed by entity id (the actor's name)."""
+class SandboxDirectory(ActorCaller):
+    """Get-or-create directory of ``SandboxActor``s, keyed by compute id (the actor's name)."""
 
-    def __init__(self, actor_cls: Any, settings: Settings) -> None:
+    def __init__(self, settings: Settings) -> None:
         super().__init__()
-        self.actor_cls = actor_cls
         self.settings = settings
 
     async def _resolve(self, entity_id: str, owner: str) -> ActorHandle:
-        handle: ActorHandle = self.actor_cls.options(
+        handle: ActorHandle = SandboxActor.options(  # type: ignore[attr-defined]
             name=entity_id,
             namespace=self.settings.ray_namespace,
             lifetime="detached",
