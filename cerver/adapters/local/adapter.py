@@ -1,9 +1,12 @@
 """``LocalAdapter``: sandboxes as confined processes on this node (the embedded default).
 
-The adapter only orchestrates; confinement is ``isolation``, process handling
-``process``, the per-sandbox supervisor every run goes through ``supervisor``, the
-persistent interpreter ``pyrepl``, the warm pool ``pool``, file access ``files``, the
-on-disk layout and record data ``layout``, package specs ``packages``.
+The adapter only orchestrates; confinement is ``isolation``, spawning, reaping, output
+capture and the run loop are ``spawning``, ``reaping``, ``capture`` and ``run_loop``, the
+host side of the per-sandbox supervisor every run goes through ``host_supervisor``, of the
+persistent interpreter ``host_interpreter`` (the programs they talk to, which run inside
+the sandbox, are in ``inside/``), the warm pool ``pool``, file access ``files``, the
+on-disk layout and record data ``layout``, package specs ``packages``. What the adapter
+holds for each sandbox in memory is one ``LiveSandbox``.
 
 A sandbox is confined once: its supervisor is started through bwrap / mount hiding / uid
 drop / rlimits, and every shell, node and Python run is spawned by it. Package installs
@@ -18,6 +21,7 @@ import os
 import re
 import time
 from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from cerver.adapters.base import (
@@ -32,6 +36,8 @@ from cerver.adapters.base import (
     SandboxState,
 )
 from cerver.adapters.local import files, layout, packages, runtimes
+from cerver.adapters.local.host_interpreter import PythonInterpreter
+from cerver.adapters.local.host_supervisor import ShellTemplate, Supervisor
 from cerver.adapters.local.isolation import (
     Launch,
     build_launch,
@@ -43,17 +49,8 @@ from cerver.adapters.local.isolation import (
 )
 from cerver.adapters.local.layout import Isolation, LocalSandboxData
 from cerver.adapters.local.pool import Ready, WarmPool
-from cerver.adapters.local.process import (
-    collect,
-    kill_group,
-    kill_uid,
-    reap_orphans,
-    schedule_reap,
-    stream_process,
-    stream_run,
-)
-from cerver.adapters.local.pyrepl import PythonInterpreter
-from cerver.adapters.local.supervisor import ShellTemplate, Supervisor
+from cerver.adapters.local.reaping import kill_group, kill_uid, reap_orphans, schedule_reap
+from cerver.adapters.local.run_loop import collect, stream_process, stream_run
 from cerver.errors import BadRequest, ProviderError, SandboxLost
 
 SPEC_OPTIONS = {"isolation": ("auto", "bwrap", "rlimits")}
@@ -70,15 +67,22 @@ def _check_env(env: dict[str, str], field: str) -> None:
             )
 
 
+@dataclass
+class LiveSandbox:
+    """What this adapter instance holds in memory for one sandbox (its record is the rest)."""
+
+    supervisor: Supervisor | None = None
+    python: PythonInterpreter | None = None
+    python_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one Python run at a time
+    installs: set[int] = field(default_factory=set)  # pgids of installs in progress
+
+
 class LocalAdapter(ComputeAdapter):
     name = "local"
 
     def __init__(self, settings: Any, credentials: dict[str, str] | None = None) -> None:
         super().__init__(settings, credentials)
-        self._pythons: dict[str, PythonInterpreter] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._running: dict[str, set[int]] = {}  # sandbox id -> pgids of installs in progress
-        self._supervisors: dict[str, Supervisor] = {}
+        self._live: dict[str, LiveSandbox] = {}
         self._pool = WarmPool(self._provision_pooled, self._discard_pooled)
 
     # ------------------------------------------------------------------ warm pool
@@ -257,7 +261,8 @@ class LocalAdapter(ComputeAdapter):
 
     async def _supervisor(self, sandbox_id: str, data: LocalSandboxData) -> Supervisor:
         """The sandbox's running supervisor, started (or restarted) when needed."""
-        sup = self._supervisors.get(sandbox_id)
+        live = self._live.setdefault(sandbox_id, LiveSandbox())
+        sup = live.supervisor
         if sup is None:
             python = runtimes.require(runtimes.python(), "python").executable
 
@@ -267,22 +272,24 @@ class LocalAdapter(ComputeAdapter):
             base = data.model_copy(update={"env": {}})  # spec env is added per run
             bash = runtimes.require_bash()
             shell = ShellTemplate(bash, sandbox_env(base, {}), path_inside(data))
-            sup = self._supervisors[sandbox_id] = Supervisor(python, build, shell)
+            sup = live.supervisor = Supervisor(python, build, shell)
         await sup.ensure_started()
         return sup
 
     def _interpreter(self, sandbox_id: str, data: LocalSandboxData) -> PythonInterpreter | None:
-        interp = self._pythons.get(sandbox_id)
+        live = self._live[sandbox_id]
+        interp = live.python
         python = runtimes.python()
         if interp is None and python is not None:
+            assert live.supervisor is not None
             interp = PythonInterpreter(
                 python.executable,
-                self._supervisors[sandbox_id],
+                live.supervisor,
                 self.settings.output_limit_bytes,
                 env=sandbox_env(data, {}),
                 cwd=path_inside(data),
             )
-            self._pythons[sandbox_id] = interp
+            live.python = interp
         return interp
 
     async def _run_python(
@@ -290,8 +297,7 @@ class LocalAdapter(ComputeAdapter):
         cwd_rel: str,
     ) -> AsyncGenerator[ExecEvent, None]:  # fmt: skip
         runtimes.require(runtimes.python(), "python")
-        lock = self._locks.setdefault(sandbox_id, asyncio.Lock())
-        async with lock:
+        async with self._live.setdefault(sandbox_id, LiveSandbox()).python_lock:
             await self._supervisor(sandbox_id, data)
             interp = self._interpreter(sandbox_id, data)
             assert interp is not None
@@ -373,7 +379,7 @@ class LocalAdapter(ComputeAdapter):
                 launch,
                 timeout_s=self._timeout(request.timeout_s),
                 output_limit=self.settings.output_limit_bytes,
-                track=self._running.setdefault(record.sandbox_id, set()),
+                track=self._live.setdefault(record.sandbox_id, LiveSandbox()).installs,
             )
         )
         return InstallResult(
@@ -406,8 +412,8 @@ class LocalAdapter(ComputeAdapter):
         data = self._data(record)
         alive = os.path.isdir(data.workspace)
         user_state = await asyncio.to_thread(layout.read_state, self.settings, record.sandbox_id)
-        interp = self._pythons.get(record.sandbox_id)
-        sup = self._supervisors.get(record.sandbox_id)
+        live = self._live.get(record.sandbox_id, LiveSandbox())
+        interp, sup = live.python, live.supervisor
         return SandboxState(
             status="running" if alive else "lost",
             provider=self.name,
@@ -448,16 +454,15 @@ class LocalAdapter(ComputeAdapter):
     async def _teardown(self, sandbox_id: str, data: LocalSandboxData, *, remove: bool) -> None:
         """Kill everything of the sandbox; with ``remove``, forget it and delete its files
         (without, the next run restarts the processes and says the Python state was lost)."""
-        interp = self._pythons.pop(sandbox_id, None) if remove else self._pythons.get(sandbox_id)
-        if interp is not None:
-            await interp.stop()
-        sup = (
-            self._supervisors.pop(sandbox_id, None) if remove else self._supervisors.get(sandbox_id)
-        )
-        if sup is not None:
-            await sup.stop()
-        for pgid in list(self._running.pop(sandbox_id, set())):
-            await kill_group(pgid)
+        live = self._live.pop(sandbox_id, None) if remove else self._live.get(sandbox_id)
+        if live is not None:
+            if live.python is not None:
+                await live.python.stop()
+            if live.supervisor is not None:
+                await live.supervisor.stop()
+            installs, live.installs = live.installs, set()
+            for pgid in installs:
+                await kill_group(pgid)
         if data.dedicated_uid:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 5.0
@@ -468,13 +473,13 @@ class LocalAdapter(ComputeAdapter):
         schedule_reap()
         if remove:
             await asyncio.to_thread(layout.remove_sandbox_files, self.settings, sandbox_id)
-            self._locks.pop(sandbox_id, None)
 
     async def close(self) -> None:
         """Discard the warm pool (processes and workspaces) and stop every supervisor and
         interpreter of this instance; handed-out sandboxes keep their workspaces."""
         await self._pool.close()
-        pythons, self._pythons = self._pythons, {}
-        await asyncio.gather(*(interp.stop() for interp in pythons.values()))
-        supervisors, self._supervisors = self._supervisors, {}
-        await asyncio.gather(*(sup.stop() for sup in supervisors.values()))
+        lives, self._live = list(self._live.values()), {}
+        await asyncio.gather(*(live.python.stop() for live in lives if live.python is not None))
+        await asyncio.gather(
+            *(live.supervisor.stop() for live in lives if live.supervisor is not None)
+        )

@@ -1,4 +1,4 @@
-"""The host side of a sandbox's supervisor (see ``_supervisor.py``).
+"""The host side of a sandbox's supervisor (the program inside is ``inside/supervisor.py``).
 
 One ``Supervisor`` per sandbox per adapter instance: a single confined process started
 once (bwrap, mount hiding, uid drop, rlimits), through which every run of the sandbox is
@@ -19,22 +19,16 @@ import logging
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
+from cerver.adapters.local import inside
 from cerver.adapters.local.isolation import Launch
-from cerver.adapters.local.process import (
-    KILL_WAIT_S,
-    adopt_pgid,
-    kill_process,
-    schedule_reap,
-    signal_group,
-    spawn,
-)
+from cerver.adapters.local.reaping import KILL_WAIT_S, adopt_pgid, schedule_reap, signal_group
+from cerver.adapters.local.spawning import kill_process, spawn
 from cerver.errors import ProviderError
 
 log = logging.getLogger(__name__)
-SUPERVISOR_SOURCE = resources.files("cerver.adapters.local").joinpath("_supervisor.py").read_text()
+SUPERVISOR_SOURCE = inside.source("supervisor")
 HEADER = struct.Struct("!cII")
 START_TIMEOUT_S = 15.0
 READER_LIMIT = 64 * 1024

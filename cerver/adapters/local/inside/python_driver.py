@@ -21,22 +21,26 @@ import sys
 import threading
 import traceback
 
-CTL_OUT = int(sys.argv[1])
-# Started with -S: the installation's site-packages come as arguments, without running .pth files.
-sys.path.extend(d for d in sys.argv[2:] if d not in sys.path)
-del sys.argv[1:]
-CTL_IN = os.dup(0)
-os.set_inheritable(CTL_IN, False)
-os.set_inheritable(CTL_OUT, False)
-_devnull = os.open(os.devnull, os.O_RDONLY)
-os.dup2(_devnull, 0)
-os.close(_devnull)
-sys.stdin = open(os.devnull)  # noqa: SIM115
-
+CTL = {"in": -1, "out": -1}  # the private command and result descriptors (``_take_fds``)
 _commands: "queue.Queue[dict | None]" = queue.Queue()
 _armed = [False]
 _interrupted = [False]
 _namespace = {"__name__": "__main__", "__builtins__": __builtins__}
+
+
+def _take_fds():
+    """Take the control fds; user code and its subprocesses get /dev/null as stdin."""
+    CTL["out"] = int(sys.argv[1])
+    # Started with -S: the installation's site-packages come as arguments (no .pth files run).
+    sys.path.extend(d for d in sys.argv[2:] if d not in sys.path)
+    del sys.argv[1:]
+    CTL["in"] = os.dup(0)
+    os.set_inheritable(CTL["in"], False)
+    os.set_inheritable(CTL["out"], False)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    sys.stdin = open(os.devnull)  # noqa: SIM115
 
 
 def _on_sigint(signum, frame):
@@ -45,7 +49,7 @@ def _on_sigint(signum, frame):
 
 
 def _read_commands():
-    with os.fdopen(CTL_IN, "rb") as stream:
+    with os.fdopen(CTL["in"], "rb") as stream:
         for line in stream:
             msg = json.loads(line)
             if msg.get("op") == "interrupt":
@@ -60,7 +64,7 @@ def _read_commands():
 def _send(obj):
     data = (json.dumps(obj) + "\n").encode()
     while data:
-        data = data[os.write(CTL_OUT, data) :]
+        data = data[os.write(CTL["out"], data) :]
 
 
 def _run_cell(msg, counter):
@@ -129,6 +133,7 @@ def _mark(fd, token):
 
 
 def main():
+    _take_fds()
     signal.signal(signal.SIGINT, _on_sigint)
     threading.Thread(target=_read_commands, daemon=True).start()
     _send({"ready": True, "pid": os.getpid()})
@@ -162,4 +167,5 @@ def main():
         _send({"token": msg["token"], "exit_code": exit_code, "error": error, "marked": marked})
 
 
-main()
+if __name__ == "__main__":
+    main()

@@ -1,4 +1,4 @@
-"""The in-sandbox supervisor (cerver-sandbox-infra): one long-lived process per sandbox.
+"""The supervisor, inside the sandbox (cerver-sandbox-infra): one long-lived process per sandbox.
 
 Stdlib only; started once per sandbox as ``python -u -c <this source>`` through the
 sandbox's confinement (bwrap and/or mount hiding, uid drop, rlimits), so that cost is paid
@@ -407,4 +407,5 @@ def main():
         sys.stderr.flush()
 
 
-main()
+if __name__ == "__main__":
+    main()

@@ -1,7 +1,7 @@
-"""The host side of a sandbox's persistent Python interpreter (see ``_driver.py``).
+"""The host side of a sandbox's persistent Python interpreter (``inside/python_driver.py``).
 
 One ``PythonInterpreter`` per sandbox per adapter instance, spawned through the sandbox's
-supervisor (``supervisor.py``) like any other run. Runs are serialized by the
+supervisor (``host_supervisor.py``) like any other run. Runs are serialized by the
 caller. Each run gets a random token; the run is complete when the driver has reported
 its result and the token has come through both stdout and stderr (so no output of the
 run arrives after its ``exit`` event). On timeout the cell is interrupted
@@ -17,24 +17,23 @@ import json
 import secrets
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 from cerver.adapters.base import ExecEvent
-from cerver.adapters.local import runtimes
-from cerver.adapters.local.process import (
+from cerver.adapters.local import inside, runtimes
+from cerver.adapters.local.capture import (
     READ_CHUNK,
-    TIMEOUT_EXIT_CODE,
     Outcome,
     StreamCapture,
-    exit_code_of,
     finish_events,
     timeout_note,
 )
-from cerver.adapters.local.supervisor import RemoteProcess, Supervisor
+from cerver.adapters.local.host_supervisor import RemoteProcess, Supervisor
+from cerver.adapters.local.run_loop import TIMEOUT_EXIT_CODE
+from cerver.adapters.local.spawning import exit_code_of
 from cerver.errors import ProviderError
 
-DRIVER_SOURCE = resources.files("cerver.adapters.local").joinpath("_driver.py").read_text()
+DRIVER_SOURCE = inside.source("python_driver")
 START_TIMEOUT_S = 15.0
 INTERRUPT_GRACE_S = 1.0
 MARK_GRACE_S = 2.0

@@ -1,0 +1,90 @@
+"""Spawning a confined process from a ``Launch``, and killing what we spawned.
+
+Every sandboxed process is the leader of a new session (its own process group); in bwrap
+mode the group also holds bwrap's pid-namespace init, whose death takes the whole
+namespace with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+
+from cerver.adapters.local.capture import READ_CHUNK
+from cerver.adapters.local.isolation import Launch
+from cerver.adapters.local.reaping import (
+    KILL_WAIT_S,
+    adopt_child,
+    direct_children,
+    ensure_subreaper,
+    kill_group,
+    signal_group,
+)
+from cerver.errors import ProviderError, SandboxLost
+
+
+class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """Knows when the process exited, even while something else still holds its pipes
+    (``Process.wait()`` also waits for the pipes to close)."""
+
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=limit, loop=loop)
+        self.exited = asyncio.Event()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        self.exited.set()
+
+
+def exited_event(proc: asyncio.subprocess.Process) -> asyncio.Event:
+    protocol = proc._protocol  # type: ignore[attr-defined]
+    assert isinstance(protocol, _Protocol)
+    return protocol.exited
+
+
+async def spawn(launch: Launch, *, stdin: int = subprocess.DEVNULL) -> asyncio.subprocess.Process:
+    ensure_subreaper()
+    if not os.path.isdir(launch.cwd):
+        raise SandboxLost(
+            f"sandbox workspace {launch.cwd} is gone", details={"workspace": launch.cwd}
+        )
+    loop = asyncio.get_running_loop()
+    try:
+        transport, protocol = await loop.subprocess_exec(
+            lambda: _Protocol(READ_CHUNK, loop),
+            *launch.argv,
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=launch.env,
+            cwd=launch.cwd,
+            preexec_fn=launch.setup,
+            start_new_session=True,
+            pass_fds=launch.pass_fds,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ProviderError(f"could not start the sandbox process: {exc}") from exc
+    proc = asyncio.subprocess.Process(transport, protocol, loop)
+    adopt_child(proc.pid)
+    return proc
+
+
+def exit_code_of(returncode: int | None) -> int:
+    if returncode is None:
+        return -1
+    return 128 - returncode if returncode < 0 else returncode
+
+
+async def kill_process(proc: asyncio.subprocess.Process) -> None:
+    """Kill a spawned process and its whole group, and reap them."""
+    # The process first: Popen.send_signal polls (reaps) it, which must not find a zombie
+    # made by our killpg, or asyncio's child watcher loses its exit status.
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    signal_group(proc.pid)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(exited_event(proc).wait(), KILL_WAIT_S)
+    direct_children.discard(proc.pid)
+    await kill_group(proc.pid)
