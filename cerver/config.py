@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -75,6 +76,25 @@ def _env_bool(name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
+def _env_networks(name: str) -> list[str]:
+    """A comma-separated list of IP addresses or CIDR networks, e.g. ``10.0.0.5,10.1.0.0/16``."""
+    import ipaddress
+
+    raw = os.environ.get(name, "")
+    found = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        try:
+            found.append(str(ipaddress.ip_network(part, strict=False)))
+        except ValueError:
+            raise ConfigError(
+                f"{name} must be comma-separated IP addresses or CIDR networks, e.g. "
+                f"10.0.0.5,10.1.0.0/16; {part!r} is neither"
+            ) from None
+    return found
+
+
 def _env_labels(name: str) -> dict[str, str]:
     """A Ray label selector as a JSON object of strings, e.g. ``{"cerver-pool": "cpu"}``."""
     raw = os.environ.get(name)
@@ -122,6 +142,17 @@ class Settings(BaseModel):
     max_live_sessions_per_account: int = 200
     overload_wait_s: float = 1.0
     max_run_timeout_s: float = DEFAULT_MAX_RUN_TIMEOUT_S
+    # --- Account caps and API bounds (docs/security.md, "API-side limits") ---------------
+    max_computes_per_account: int = 50  # live computes: /sandbox ones and sessions' ones
+    max_open_sessions_per_account: int = 1000  # sessions not closed (hibernated count)
+    max_concurrent_runs_per_account: int = 32  # runs, streams and installs at once
+    transcript_budget_bytes: int = 64 * 1024 * 1024  # per session; oldest exec output trimmed
+    transcript_page_max_bytes: int = 4 * 1024 * 1024  # one GET of a transcript, at most
+    transcript_full_max_entries: int = 2000  # ?full=1 returns at most this many entries
+    stress_jobs_max: int = 200  # stress-test jobs kept (running or finished)
+    stress_job_ttl_s: float = 3600.0  # finished jobs are forgotten after this
+    trusted_proxies: list[str] = []  # peers whose X-Forwarded-For the rate limiter believes
+    # --- end of account caps ------------------------------------------------------------
 
     @property
     def sandboxes_dir(self) -> Path:
@@ -166,7 +197,34 @@ class Settings(BaseModel):
             max_run_timeout_s=_env_float(
                 "CERVER_MAX_RUN_TIMEOUT_S", DEFAULT_MAX_RUN_TIMEOUT_S, minimum=1.0
             ),
+            **_limits_from_env(),
         )
+
+
+def _limits_from_env() -> dict[str, Any]:
+    """The account caps and API bounds (docs/security.md, "API-side limits")."""
+    mib = 1024 * 1024
+    return {
+        "max_computes_per_account": _env_int("CERVER_MAX_COMPUTES_PER_ACCOUNT", 50, minimum=1),
+        "max_open_sessions_per_account": _env_int(
+            "CERVER_MAX_OPEN_SESSIONS_PER_ACCOUNT", 1000, minimum=1
+        ),
+        "max_concurrent_runs_per_account": _env_int(
+            "CERVER_MAX_CONCURRENT_RUNS_PER_ACCOUNT", 32, minimum=1
+        ),
+        "transcript_budget_bytes": _env_int(
+            "CERVER_TRANSCRIPT_BUDGET_BYTES", 64 * mib, minimum=64 * 1024
+        ),
+        "transcript_page_max_bytes": _env_int(
+            "CERVER_TRANSCRIPT_PAGE_MAX_BYTES", 4 * mib, minimum=64 * 1024
+        ),
+        "transcript_full_max_entries": _env_int(
+            "CERVER_TRANSCRIPT_FULL_MAX_ENTRIES", 2000, minimum=10
+        ),
+        "stress_jobs_max": _env_int("CERVER_STRESS_JOBS_MAX", 200, minimum=1),
+        "stress_job_ttl_s": _env_float("CERVER_STRESS_JOB_TTL_S", 3600.0, minimum=1.0),
+        "trusted_proxies": _env_networks("CERVER_TRUSTED_PROXIES"),
+    }
 
 
 def prepare_home(settings: Settings) -> None:

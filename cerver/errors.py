@@ -12,6 +12,7 @@
     ├── Unprocessable                422  unprocessable
     │   └── NoProviderFits           422  no_provider_fits
     ├── RateLimited                  429  rate_limited          (carries retry_after_s)
+    │   └── LimitReached             429  limit_reached         (an account cap; names it)
     └── ProviderError                502  provider_error        (a provider failed us)
         └── SandboxLost              502  sandbox_lost
 
@@ -97,6 +98,13 @@ class RateLimited(CerverError):
     def __init__(self, message: str, *, retry_after_s: float, details: Any = None) -> None:
         super().__init__(message, details=details)
         self.retry_after_s = retry_after_s
+
+
+class LimitReached(RateLimited):
+    """An account is at one of its caps (live computes, open sessions, concurrent runs).
+    ``details`` names the limit, its value and the setting that raises it."""
+
+    code = "limit_reached"
 
 
 class ProviderError(CerverError):

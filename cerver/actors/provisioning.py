@@ -100,7 +100,11 @@ class Provisioner:
         if choice.compute_id is not None:
             return await self._adopt(row, choice.compute_id)
         return await self.create(
-            row.account_id, choice, runtime=choice.runtime or row.runtime, session_id=row.id
+            row.account_id,
+            choice,
+            runtime=choice.runtime or row.runtime,
+            session_id=row.id,
+            replacing=row.compute_id,
         )
 
     async def create(
@@ -111,8 +115,27 @@ class Provisioner:
         runtime: str,
         session_id: str | None,
         compute_id: str | None = None,
+        replacing: str | None = None,
     ) -> Provisioned:
-        """Provision a fresh sandbox on ``choice.provider`` and record its compute row."""
+        """Provision a fresh sandbox on ``choice.provider`` and record its compute row,
+        within the account's cap on live computes (``replacing``: the compute a swap will
+        release, not counted)."""
+        from cerver.actors.account_limits import Admission
+
+        async with Admission(self.settings, "admit_compute", account_id, replacing):
+            return await self._create(
+                account_id, choice, runtime=runtime, session_id=session_id, compute_id=compute_id
+            )
+
+    async def _create(
+        self,
+        account_id: str,
+        choice: ComputeChoice,
+        *,
+        runtime: str,
+        session_id: str | None,
+        compute_id: str | None,
+    ) -> Provisioned:
         provider = registry.canonical(choice.provider or "")
         usable = await asyncio.to_thread(
             executable_providers, self.settings, self.store, account_id

@@ -1,8 +1,15 @@
 """Per-client token buckets (in memory, per replica) for the endpoints that answer without a
-token. Over the limit: ``RateLimited`` with the seconds until a token is back."""
+token. Over the limit: ``RateLimited`` with the seconds until a token is back.
+
+The client is the TCP peer. ``X-Forwarded-For`` is believed only when the peer is one of the
+operator's trusted proxies (``CERVER_TRUSTED_PROXIES``), and then only up to the first
+address that is not itself a trusted proxy (read right to left), so a client cannot pick
+its own bucket by sending the header.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -63,8 +70,45 @@ class TokenBucketLimiter:
 gateway_limiter = TokenBucketLimiter()
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _trusted(address: str, proxies: list[Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.strip())
+    except ValueError:
+        return False
+    return any(ip in net for net in proxies)
+
+
+def client_address(peer: str, forwarded_for: str | None, proxies: list[Network]) -> str:
+    """The address a request came from: the peer, or (behind trusted proxies) the nearest
+    address in ``X-Forwarded-For`` that is not a trusted proxy."""
+    if not forwarded_for or not _trusted(peer, proxies):
+        return peer
+    hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
+    for hop in reversed(hops):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            return peer  # a malformed chain: trust none of it
+        if not _trusted(hop, proxies):
+            return hop
+    return hops[0] if hops else peer
+
+
+_networks: dict[tuple[str, ...], list[Network]] = {}
+
+
 def client_key(request: Request) -> str:
-    return request.client.host if request.client is not None else "unknown"
+    peer = request.client.host if request.client is not None else "unknown"
+    configured = tuple(request.app.state.ctx.settings.trusted_proxies)
+    if not configured:
+        return peer
+    proxies = _networks.get(configured)
+    if proxies is None:
+        proxies = _networks[configured] = [ipaddress.ip_network(n) for n in configured]
+    return client_address(peer, request.headers.get("x-forwarded-for"), proxies)
 
 
 async def rate_limit(request: Request) -> None:

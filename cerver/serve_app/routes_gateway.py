@@ -73,5 +73,10 @@ async def post_stress_test(
 
 
 @router.get("/stress-tests/{job_id}", response_model=StressResult)
-async def get_stress_test(job_id: str, c: AppContext = Depends(ctx)) -> StressResult:
-    return await service.poll(job_id, c.settings)
+async def get_stress_test(
+    job_id: str,
+    c: AppContext = Depends(ctx),
+    caller: Account | None = Depends(optional_account),
+) -> StressResult:
+    # A canary job is its owner's only: another account, or no token, gets 404.
+    return await service.poll(job_id, c.settings, caller.id if caller is not None else None)

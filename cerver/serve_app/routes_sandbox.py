@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import Field
 
+from cerver.actors.account_limits import Admission
 from cerver.actors.sandbox_directory import SandboxDirectory
 from cerver.adapters.base import ExecRequest, InstallRequest, Language
 from cerver.errors import CerverError, Conflict, NotFound, PayloadTooLarge, Unprocessable
@@ -133,8 +134,9 @@ async def run(
     row = await owned_compute(c, who, sandbox_id)
     request = _exec_request(c, body)
     if body.stream:
-        return _stream(c, row, request)
-    result = await sandboxes(c).call(sandbox_id, who.id, "run", request)
+        return await _stream(c, row, request)
+    async with run_slot(c, who.id, request.timeout_s):
+        result = await sandboxes(c).call(sandbox_id, who.id, "run", request)
     error = result["stderr"]
     if result.get("error") and result["error"] not in error:
         error = f"{error}{result['error']}"
@@ -151,7 +153,13 @@ async def run(
     }
 
 
-def _stream(c: AppContext, row: ComputeRow, request: ExecRequest) -> StreamingResponse:
+def run_slot(c: AppContext, account_id: str, timeout_s: float) -> Admission:
+    """One of the account's concurrent-run slots for the block (429 when none is free)."""
+    return Admission(c.settings, "start_run", account_id, timeout_s)
+
+
+async def _stream(c: AppContext, row: ComputeRow, request: ExecRequest) -> StreamingResponse:
+    slot = await run_slot(c, row.account_id, request.timeout_s).__aenter__()
     events = sandboxes(c).stream(row.id, row.account_id, "run_stream", request)
 
     async def sse() -> AsyncIterator[bytes]:
@@ -162,6 +170,7 @@ def _stream(c: AppContext, row: ComputeRow, request: ExecRequest) -> StreamingRe
             yield f"event: error\ndata: {json.dumps(exc.to_body())}\n\n".encode()
         finally:
             await events.aclose()
+            await slot.release()
 
     headers = {"X-Cerver-Provider": row.provider, "Cache-Control": "no-store"}
     return StreamingResponse(sse(), media_type="text/event-stream", headers=headers)
@@ -176,7 +185,8 @@ async def install(
 ) -> dict[str, Any]:
     await owned_compute(c, who, sandbox_id)
     request = InstallRequest(package=body.package, manager=body.manager)
-    result: dict[str, Any] = await sandboxes(c).call(sandbox_id, who.id, "install", request)
+    async with run_slot(c, who.id, request.timeout_s):
+        result: dict[str, Any] = await sandboxes(c).call(sandbox_id, who.id, "install", request)
     return result
 
 

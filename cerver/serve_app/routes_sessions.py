@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from cerver.actors.account_limits import Admission
 from cerver.actors.calls import Moved
 from cerver.actors.router import SessionRouter
 from cerver.adapters.base import ExecRequest
@@ -54,6 +55,11 @@ async def current_view(c: AppContext, row: SessionRow, **kwargs: Any) -> Session
 async def create_session(
     body: CreateSession, who: Account = Depends(account), c: AppContext = Depends(ctx)
 ) -> SessionView:
+    async with Admission(c.settings, "admit_session", who.id):
+        return await _create_session(c, who, body)
+
+
+async def _create_session(c: AppContext, who: Account, body: CreateSession) -> SessionView:
     candidates, routing = await choices_for_create(c, who, body)
     runtime = body.runtime or (candidates[0].runtime if candidates else None) or "shell"
     predicted = None
@@ -255,7 +261,8 @@ async def run(
     )
     if body.stream:
         return await _stream(c, row, exec_request, received)
-    out = await router_of(c).call(row.id, who.id, "run", exec_request, received)
+    async with Admission(c.settings, "start_run", who.id, timeout):
+        out = await router_of(c).call(row.id, who.id, "run", exec_request, received)
     headers = {
         "X-Cerver-Session-Id": row.id,
         "X-Cerver-Provider": out["provider"],
@@ -275,12 +282,17 @@ async def _stream(
     c: AppContext, row: SessionRow, request: ExecRequest, received: float
 ) -> StreamingResponse:
     router = router_of(c)
+    slot = await Admission(c.settings, "start_run", row.account_id, request.timeout_s).__aenter__()
     events = router.stream(row.id, row.account_id, "run_stream", request, received)
     try:
-        first = await anext(events)  # raises our errors (closed, no compute) before any byte
-    except Moved:  # the cached host had hibernated: the router forgot it, look it up again
-        events = router.stream(row.id, row.account_id, "run_stream", request, received)
-        first = await anext(events)
+        try:
+            first = await anext(events)  # raises our errors (closed, no compute) before any byte
+        except Moved:  # the cached host had hibernated: the router forgot it, look it up again
+            events = router.stream(row.id, row.account_id, "run_stream", request, received)
+            first = await anext(events)
+    except BaseException:
+        await slot.release()
+        raise
     open_ms = (time.time() - received) * 1000.0
     headers = {
         "X-Cerver-Session-Id": row.id,
@@ -298,5 +310,6 @@ async def _stream(
             yield f"event: error\ndata: {json.dumps(exc.to_body())}\n\n".encode()
         finally:
             await events.aclose()
+            await slot.release()
 
     return StreamingResponse(sse(), media_type="text/event-stream", headers=headers)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, func, insert, select, update
 
 from cerver.store import schema
 from cerver.store.ids import now
@@ -48,6 +48,18 @@ class Computes:
         with self.engine.connect() as conn:
             rows = conn.execute(query.order_by(C.c.created_at.desc())).mappings()
             return [ComputeRow(**r) for r in rows]
+
+    def count_live(self, account_id: str, *, exclude: str | None = None) -> int:
+        """Computes of this account not released (the per-account cap counts these)."""
+        query = (
+            select(func.count())
+            .select_from(C)
+            .where(C.c.account_id == account_id, C.c.status.not_in(("released", "failed")))
+        )
+        if exclude is not None:
+            query = query.where(C.c.id != exclude)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
 
     def update(self, compute_id: str, **values: Any) -> None:
         with self.engine.begin() as conn:

@@ -90,6 +90,16 @@ class Sessions:
         with self.engine.connect() as conn:
             return [SessionRow(**r) for r in conn.execute(query).mappings()]
 
+    def count_open(self, account_id: str) -> int:
+        """Sessions of this account not closed (the per-account cap counts these)."""
+        query = (
+            select(func.count())
+            .select_from(S)
+            .where(S.c.account_id == account_id, S.c.status != "closed")
+        )
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
     def update(self, session_id: str, **values: Any) -> None:
         values["updated_at"] = now()
         with self.engine.begin() as conn:

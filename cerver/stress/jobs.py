@@ -3,7 +3,13 @@ Serve replica can start one and any replica can answer the poll.
 
     jobs_actor(namespace) -> handle      get-or-create
     handle.start.remote(plan, result, settings, credentials, account_id) -> StressResult
-    handle.get.remote(job_id) -> StressResult | None
+    handle.get.remote(job_id, account_id) -> StressResult | None
+
+Bounded: at most ``settings.stress_jobs_max`` jobs are kept; finished ones are forgotten
+``settings.stress_job_ttl_s`` after they finish (or sooner, oldest first, to make room), and
+when every kept job is still running a new one is refused (429). A canary job belongs to the
+account that started it: to anyone else (or no token) it does not exist. Simulated jobs use
+public catalog data only and are readable by anyone with the id.
 """
 
 from __future__ import annotations
@@ -14,19 +20,21 @@ from typing import Any
 import ray
 
 from cerver.config import Settings
-from cerver.errors import CerverError
+from cerver.errors import CerverError, RateLimited
 from cerver.store.ids import now
 from cerver.stress.models import StressResult
 from cerver.stress.runner import StressPlan, execute, recorder_for
 
 JOBS_ACTOR_NAME = "cerver-stress-jobs"
-MAX_JOBS = 500  # finished jobs beyond this are forgotten, oldest first
+MAX_JOBS = 500  # without settings: finished jobs beyond this are forgotten, oldest first
+JOB_TTL_S = 3600.0
 
 
 @ray.remote(num_cpus=0)
 class StressJobs:
     def __init__(self) -> None:
         self._jobs: dict[str, StressResult] = {}
+        self._owners: dict[str, str] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     async def start(
@@ -37,15 +45,24 @@ class StressJobs:
         credentials: dict[str, dict[str, str]] | None = None,
         account_id: str | None = None,
     ) -> StressResult:
+        self._make_room(settings)
         self._jobs[result.id] = result
-        self._evict()
+        if account_id is not None:
+            self._owners[result.id] = account_id
         self._tasks[result.id] = asyncio.get_running_loop().create_task(
             self._run(plan, result, settings, credentials, account_id)
         )
         return result
 
-    async def get(self, job_id: str) -> StressResult | None:
+    async def get(self, job_id: str, account_id: str | None = None) -> StressResult | None:
+        self._expire(JOB_TTL_S if self._ttl is None else self._ttl)
+        owner = self._owners.get(job_id)
+        if owner is not None and owner != account_id:
+            return None  # someone else's canary: not found, as if it did not exist
         return self._jobs.get(job_id)
+
+    async def count(self) -> int:
+        return len(self._jobs)
 
     async def ping(self) -> bool:
         return True
@@ -89,11 +106,40 @@ class StressJobs:
             update={"status": "failed", "error": error, "finished_at": now()}
         )
 
-    def _evict(self) -> None:
-        finished = [j for j in self._jobs.values() if j.status != "running"]
-        excess = len(self._jobs) - MAX_JOBS
-        for job in sorted(finished, key=lambda j: j.created_at)[: max(excess, 0)]:
-            del self._jobs[job.id]
+    _ttl: float | None = None
+
+    def _forget(self, job_id: str) -> None:
+        self._jobs.pop(job_id, None)
+        self._owners.pop(job_id, None)
+
+    def _expire(self, ttl_s: float) -> None:
+        cutoff = now() - ttl_s
+        for job in list(self._jobs.values()):
+            if job.finished_at is not None and job.finished_at < cutoff:
+                self._forget(job.id)
+
+    def _make_room(self, settings: Settings | None) -> None:
+        """Forget expired jobs, then the oldest finished ones until one more fits; refuse
+        when every kept job is still running."""
+        limit = settings.stress_jobs_max if settings is not None else MAX_JOBS
+        self._ttl = settings.stress_job_ttl_s if settings is not None else JOB_TTL_S
+        self._expire(self._ttl)
+        finished = sorted(
+            (j for j in self._jobs.values() if j.status != "running"), key=lambda j: j.created_at
+        )
+        while len(self._jobs) >= limit and finished:
+            self._forget(finished.pop(0).id)
+        if len(self._jobs) >= limit:
+            raise RateLimited(
+                f"{limit} stress tests are running on this server; retry when one finishes "
+                "(or run a smaller one without async)",
+                retry_after_s=10.0,
+                details={
+                    "limit": "stress_jobs_max",
+                    "value": limit,
+                    "setting": "CERVER_STRESS_JOBS_MAX",
+                },
+            )
 
 
 def jobs_actor(namespace: str) -> Any:

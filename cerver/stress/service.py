@@ -49,10 +49,17 @@ async def submit(
         ensure_executable(plan, executable or set(), settings)
     result = skeleton(plan)
     if plan.is_async:
+        from ray.exceptions import RayTaskError
+
+        from cerver.actors.calls import unwrap
+
         actor = jobs_actor(settings.ray_namespace)
-        started: StressResult = await actor.start.remote(
-            plan, result, settings, credentials, account_id
-        )
+        try:
+            started: StressResult = await actor.start.remote(
+                plan, result, settings, credentials, account_id
+            )
+        except RayTaskError as exc:  # our own refusal (too many jobs) comes back unwrapped
+            raise unwrap(exc) from None
         return started
     return await execute(
         plan,
@@ -65,9 +72,10 @@ async def submit(
     )
 
 
-async def poll(job_id: str, settings: Settings) -> StressResult:
+async def poll(job_id: str, settings: Settings, account_id: str | None = None) -> StressResult:
+    """A job by id; a canary job only for the account that started it (else not found)."""
     actor = jobs_actor(settings.ray_namespace)
-    found: StressResult | None = await actor.get.remote(job_id)
+    found: StressResult | None = await actor.get.remote(job_id, account_id)
     if found is None:
         raise NotFound(f"no stress test {job_id!r} (finished jobs are kept for a while only)")
     return found
