@@ -70,8 +70,10 @@ class SandboxCore:
             yield event.model_dump(exclude_none=True)
 
     async def delete(self) -> None:
+        """Release the compute, unless a session has adopted it: the session's host owns it
+        then, and neither DELETE /sandbox nor this actor's idle reaper may take it away."""
         row = await asyncio.to_thread(self.store.computes.get, self.compute_id)
-        if row is None or row.status == "released":
+        if row is None or row.status == "released" or row.session_id is not None:
             return
         if row.record is not None:
             await self.provisioner.release(

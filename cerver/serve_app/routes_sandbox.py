@@ -69,6 +69,19 @@ async def owned_compute(c: AppContext, who: Account, sandbox_id: str) -> Compute
     return row
 
 
+async def unattached_compute(c: AppContext, who: Account, sandbox_id: str) -> ComputeRow:
+    """A compute this account may drive through /sandbox: once a session has adopted it,
+    the session's host owns it (no /sandbox host actor is started for it again)."""
+    row = await owned_compute(c, who, sandbox_id)
+    if row.session_id is not None:
+        raise Conflict(
+            f"sandbox {sandbox_id} is attached to session {row.session_id}; use "
+            f"/v2/sessions/{row.session_id}/run",
+            details={"session_id": row.session_id},
+        )
+    return row
+
+
 def _describe(row: ComputeRow) -> dict[str, Any]:
     record = row.record or {}
     return {
@@ -131,7 +144,7 @@ async def run(
     who: Account = Depends(account),
     c: AppContext = Depends(ctx),
 ) -> Any:
-    row = await owned_compute(c, who, sandbox_id)
+    row = await unattached_compute(c, who, sandbox_id)
     request = _exec_request(c, body)
     if body.stream:
         return await _stream(c, row, request)
@@ -183,7 +196,7 @@ async def install(
     who: Account = Depends(account),
     c: AppContext = Depends(ctx),
 ) -> dict[str, Any]:
-    await owned_compute(c, who, sandbox_id)
+    await unattached_compute(c, who, sandbox_id)
     request = InstallRequest(package=body.package, manager=body.manager)
     async with run_slot(c, who.id, request.timeout_s):
         result: dict[str, Any] = await sandboxes(c).call(sandbox_id, who.id, "install", request)
@@ -198,7 +211,7 @@ async def write_file(
     who: Account = Depends(account),
     c: AppContext = Depends(ctx),
 ) -> dict[str, Any]:
-    await owned_compute(c, who, sandbox_id)
+    await unattached_compute(c, who, sandbox_id)
     data = bytearray()
     async for chunk in request.stream():
         data += chunk
@@ -219,7 +232,7 @@ async def read_file(
     who: Account = Depends(account),
     c: AppContext = Depends(ctx),
 ) -> Response:
-    await owned_compute(c, who, sandbox_id)
+    await unattached_compute(c, who, sandbox_id)
     data = await sandboxes(c).call(sandbox_id, who.id, "read_file", path)
     return Response(content=data, media_type="application/octet-stream")
 
@@ -228,7 +241,7 @@ async def read_file(
 async def get_state(
     sandbox_id: str, who: Account = Depends(account), c: AppContext = Depends(ctx)
 ) -> dict[str, Any]:
-    await owned_compute(c, who, sandbox_id)
+    await unattached_compute(c, who, sandbox_id)
     state: dict[str, Any] = await sandboxes(c).call(sandbox_id, who.id, "get_state")
     return state
 
@@ -240,7 +253,7 @@ async def set_state(
     who: Account = Depends(account),
     c: AppContext = Depends(ctx),
 ) -> dict[str, Any]:
-    await owned_compute(c, who, sandbox_id)
+    await unattached_compute(c, who, sandbox_id)
     state: dict[str, Any] = await sandboxes(c).call(sandbox_id, who.id, "set_state", body.state)
     return state
 
