@@ -35,9 +35,13 @@ class CerverError(Exception):
         self.details = details
 
     def to_body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        """The one error shape, as a client may see it: no host paths, no reprs of internal
+        exceptions (``cerver.scrub``); ``message`` and ``details`` keep the full text."""
+        from cerver.scrub import scrub, scrub_text
+
+        body: dict[str, Any] = {"code": self.code, "message": scrub_text(self.message)}
         if self.details is not None:
-            body["details"] = self.details
+            body["details"] = scrub(self.details)
         return {"error": body}
 
     def __reduce__(self) -> tuple[Any, ...]:

@@ -29,6 +29,15 @@ def _field(loc: tuple[Any, ...] | list[Any]) -> str:
 
 async def on_cerver_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, CerverError)
+    if exc.status >= 500:  # the log keeps what the client's copy leaves out (cerver.scrub)
+        log.warning(
+            "%s %s: %s (details: %s)",
+            exc.status,
+            exc.code,
+            exc.message,
+            exc.details,
+            exc_info=exc.__cause__,
+        )
     response = JSONResponse(exc.to_body(), status_code=exc.status)
     if isinstance(exc, RateLimited):
         response.headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))

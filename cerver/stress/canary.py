@@ -5,6 +5,7 @@ per sample, at most ``concurrency`` at once. Every sandbox a sample creates is d
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -21,8 +22,11 @@ from cerver.adapters.base import (
     SandboxSpec,
 )
 from cerver.config import Settings
+from cerver.errors import CerverError
 from cerver.stress.kinds import Kind
 from cerver.stress.sample import RunSamples
+
+log = logging.getLogger("cerver.stress")
 
 DEFAULT_CONCURRENCY = 4
 STEP_TIMEOUT_S = 120.0
@@ -111,7 +115,7 @@ async def run_sample(
         sample = await _steps(adapter, plan, made)
     except Exception as exc:  # a failed sandbox is a failed sample, reported, not raised
         sample = CanarySample(plan.provider, ok=False, latency_ms=0.0)
-        sample.error = f"{type(exc).__name__}: {exc}"
+        sample.error = _describe(exc)
     finally:
         cleanup_errors = await _delete_all(adapter, made)
         await adapter.close()
@@ -126,7 +130,16 @@ async def _delete_all(adapter: ComputeAdapter, made: list[SandboxRecord]) -> lis
     results = await asyncio.gather(
         *(adapter.delete_sandbox(r) for r in made), return_exceptions=True
     )
-    return [f"delete failed: {r!r}" for r in results if isinstance(r, BaseException)]
+    return [f"delete failed: {_describe(r)}" for r in results if isinstance(r, BaseException)]
+
+
+def _describe(exc: BaseException) -> str:
+    """A sample's error as its owner sees it: our own errors' (scrubbed) message, else the
+    exception's type only; the server log has the rest."""
+    if isinstance(exc, CerverError):
+        return f"{exc.code}: {exc.to_body()['error']['message']}"
+    log.warning("canary sample failed", exc_info=exc)
+    return f"{type(exc).__name__} (the server log has the details)"
 
 
 @ray.remote(num_cpus=0.25)

@@ -15,6 +15,7 @@ public catalog data only and are readable by anyone with the id.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import ray
@@ -24,6 +25,8 @@ from cerver.errors import CerverError, RateLimited
 from cerver.store.ids import now
 from cerver.stress.models import StressResult
 from cerver.stress.runner import StressPlan, execute, recorder_for
+
+log = logging.getLogger("cerver.stress")
 
 JOBS_ACTOR_NAME = "cerver-stress-jobs"
 MAX_JOBS = 500  # without settings: finished jobs beyond this are forgotten, oldest first
@@ -95,8 +98,12 @@ class StressJobs:
             )
         except CerverError as exc:
             self._fail(result.id, exc.to_body()["error"])
-        except Exception as exc:  # the job fails visibly; the actor keeps serving polls
-            self._fail(result.id, {"code": "internal", "message": f"{type(exc).__name__}: {exc}"})
+        except Exception:  # the job fails visibly; the actor keeps serving polls
+            log.exception("stress job %s failed", result.id)
+            self._fail(
+                result.id,
+                {"code": "internal", "message": "internal error; the server log has the details"},
+            )
         finally:
             self._tasks.pop(result.id, None)
 

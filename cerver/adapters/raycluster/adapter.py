@@ -132,7 +132,9 @@ class RayAdapter(ComputeAdapter):
             if isinstance(exc, RayTaskError):
                 raise _unwrap(exc) from None
             if isinstance(exc, RayActorError):
-                raise ProviderError(f"the ray sandbox host died while starting: {exc}") from exc
+                raise ProviderError(
+                    "the ray sandbox host died while starting (the server log has why)"
+                ) from exc
             raise
         self._hosts[name] = host
         data = RaySandboxData(
@@ -282,4 +284,7 @@ def _unwrap(exc: RayTaskError) -> Exception:
     cause = exc.cause
     if isinstance(cause, CerverError):
         return cause
-    return ProviderError(f"the ray sandbox host failed: {cause!r}")
+    # The client sees the failure's type; the repr (host paths, internals) stays in the log.
+    error = ProviderError(f"the ray sandbox host failed: {type(cause).__name__}")
+    error.__cause__ = cause
+    return error
