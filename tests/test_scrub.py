@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import logging
 
+import httpx
 import pytest
 from fastapi import FastAPI
-import httpx
 
 from cerver.errors import NotFound, PathEscape, ProviderError
 from cerver.scrub import scrub_text
