@@ -46,6 +46,10 @@ def serve(
 
     settings = _settings(host, port)
     _prepare_home(settings)
+    if settings.local_provider:
+        from cerver.adapters.local.isolation import policy_notice
+
+        typer.echo(policy_notice(settings))
     store = Store.open(settings.database_url)
     if store.accounts.count() == 0:
         account = store.accounts.get_or_create("default")

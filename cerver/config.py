@@ -121,7 +121,9 @@ class Settings(BaseModel):
     # Sandboxes (the `local` provider and everything built on it).
     local_provider: bool = True
     default_provider: str = "local"
-    sandbox_isolation: str = "auto"  # auto | bwrap | rlimits
+    # Server policy, never a tenant option: bwrap (default; "auto" means the same) or
+    # rlimits, which the operator must choose explicitly. Fails closed (docs/security.md).
+    sandbox_isolation: str = "bwrap"
     sandbox_uid_base: int = 200_000
     sandbox_memory_mb: int = 1024
     sandbox_nproc: int = 128
@@ -171,7 +173,7 @@ class Settings(BaseModel):
             local_provider=_env_bool("CERVER_LOCAL_PROVIDER", True),
             default_provider=_env_str("CERVER_DEFAULT_PROVIDER", "local"),
             sandbox_isolation=_env_choice(
-                "CERVER_SANDBOX_ISOLATION", "auto", ("auto", "bwrap", "rlimits")
+                "CERVER_SANDBOX_ISOLATION", "bwrap", ("auto", "bwrap", "rlimits")
             ),
             sandbox_uid_base=_env_int("CERVER_SANDBOX_UID_BASE", 200_000, minimum=1000),
             sandbox_memory_mb=_env_int("CERVER_SANDBOX_MEMORY_MB", 1024, minimum=64),

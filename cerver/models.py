@@ -6,28 +6,17 @@ silently ignored option.
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from cerver.adapters.base import Language, Resources
+from cerver.adapters.base import Language, Resources, check_env
 
 HARNESSES = ("openai", "anthropic", "openai-compatible", "none")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-def _check_env(env: dict[str, str]) -> dict[str, str]:
-    for name in env:
-        if not _ENV_NAME.match(name):
-            raise ValueError(
-                f"environment variable name {name!r} is not valid: use letters, digits and _"
-            )
-    return env
 
 
 class ComputeChoice(Strict):
@@ -41,7 +30,7 @@ class ComputeChoice(Strict):
     resources: Resources = Field(default_factory=Resources)
     options: dict[str, Any] = Field(default_factory=dict)
 
-    _env = field_validator("env")(_check_env)
+    _env = field_validator("env")(check_env)
 
     @model_validator(mode="after")
     def _one_of(self) -> ComputeChoice:
@@ -92,7 +81,7 @@ class RunRequest(Strict):
     cwd: str | None = None
     stream: bool = False
 
-    _env = field_validator("env")(_check_env)
+    _env = field_validator("env")(check_env)
 
 
 class Routing(BaseModel):

@@ -9,6 +9,7 @@ and translate vendor errors at their edge into ``cerver.errors`` with ``raise ..
 from __future__ import annotations
 
 import abc
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any, Literal
@@ -16,6 +17,40 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from cerver.config import Settings
+
+# --- sandbox environment variables (security: docs/security.md, "Environment") ---
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+# Read by the dynamic loader or libc of whatever process they reach: a value of the
+# caller's choosing loads or runs the caller's code (LD_PRELOAD, GCONV_PATH), or changes
+# how libc behaves (MALLOC_*, GLIBC_TUNABLES). Refused on every route that takes env.
+LOADER_ENV = re.compile(
+    r"^(LD_[A-Z0-9_]*|GCONV_PATH|GLIBC_TUNABLES|MALLOC_[A-Z0-9_]*|LOCPATH|NLSPATH|"
+    r"HOSTALIASES|RESOLV_HOST_CONF|RES_OPTIONS|LOCALDOMAIN|TZDIR|GETCONF_DIR)$"
+)
+
+
+def env_problem(name: str, value: str) -> str | None:
+    """Why ``name=value`` may not be a sandbox environment variable, or None."""
+    if not ENV_NAME.match(name):
+        return f"environment variable name {name!r} is not valid: use letters, digits and _"
+    if LOADER_ENV.match(name):
+        return (
+            f"environment variable {name} is refused: the dynamic loader and libc read it, "
+            "so it could run code outside the sandbox; remove it"
+        )
+    if "\x00" in value:
+        return f"environment variable {name} contains a NUL byte"
+    return None
+
+
+def check_env(env: dict[str, str]) -> dict[str, str]:
+    """A pydantic validator (ValueError -> 422 naming the variable) for an ``env`` field."""
+    for name, value in env.items():
+        problem = env_problem(name, value)
+        if problem is not None:
+            raise ValueError(problem)
+    return env
+
 
 Language = Literal["shell", "python", "node"]
 LANGUAGES: tuple[str, ...] = ("shell", "python", "node")

@@ -15,11 +15,11 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from cerver.actors.account_limits import Admission
 from cerver.actors.sandbox_directory import SandboxDirectory
-from cerver.adapters.base import ExecRequest, InstallRequest, Language
+from cerver.adapters.base import ExecRequest, InstallRequest, Language, check_env
 from cerver.errors import CerverError, Conflict, NotFound, PayloadTooLarge, Unprocessable
 from cerver.models import ComputeChoice, Strict
 from cerver.serve_app.compute_choice import check_choice
@@ -36,6 +36,8 @@ class CreateSandbox(Strict):
     env: dict[str, str] = Field(default_factory=dict)
     network: bool = False
 
+    _env = field_validator("env")(check_env)
+
 
 class SandboxRun(Strict):
     code: str = Field(min_length=1)
@@ -44,6 +46,8 @@ class SandboxRun(Strict):
     env: dict[str, str] = Field(default_factory=dict)
     cwd: str | None = None
     stream: bool = False
+
+    _env = field_validator("env")(check_env)
 
 
 class SandboxInstall(Strict):

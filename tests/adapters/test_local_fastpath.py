@@ -54,7 +54,8 @@ def _our_infra_processes() -> list[int]:
 
 def _supervisor_of(record: SandboxRecord) -> int:
     """The host pid of the process our adapter spawned for this sandbox's supervisor
-    (bwrap, or the supervisor itself in rlimits mode): our child, in the workspace."""
+    (bwrap, or the supervisor itself in rlimits mode): our child, in the workspace (rlimits)
+    or binding it (bwrap, whose own cwd is fixed at /)."""
     workspace = os.path.realpath(LocalSandboxData.model_validate(record.data).workspace)
     me = os.getpid()
     for pid in _our_infra_processes():
@@ -62,10 +63,12 @@ def _supervisor_of(record: SandboxRecord) -> int:
             with open(f"/proc/{pid}/stat", "rb") as fh:
                 raw = fh.read()
             cwd = os.readlink(f"/proc/{pid}/cwd")
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                argv = fh.read().split(b"\0")
         except OSError:
             continue
         ppid = int(raw[raw.rfind(b")") + 2 :].split()[1])
-        if ppid == me and cwd == workspace:
+        if ppid == me and (cwd == workspace or workspace.encode() in argv):
             return pid
     raise AssertionError("no supervisor process found for the sandbox")
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from cerver.adapters.base import (
     SandboxRecord,
     SandboxSpec,
     SandboxState,
+    env_problem,
 )
 from cerver.adapters.local import files, layout, packages, runtimes
 from cerver.adapters.local.host_interpreter import PythonInterpreter
@@ -47,24 +47,22 @@ from cerver.adapters.local.isolation import (
     running_as_root,
     sandbox_env,
 )
-from cerver.adapters.local.layout import Isolation, LocalSandboxData
+from cerver.adapters.local.layout import LocalSandboxData
 from cerver.adapters.local.pool import Ready, WarmPool
 from cerver.adapters.local.reaping import kill_group, kill_uid, reap_orphans, schedule_reap
 from cerver.adapters.local.run_loop import collect, stream_process, stream_run
-from cerver.errors import BadRequest, ProviderError, SandboxLost
+from cerver.errors import BadRequest, ProviderError, SandboxLost, Unprocessable
 
-SPEC_OPTIONS = {"isolation": ("auto", "bwrap", "rlimits")}
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SPEC_OPTIONS: dict[str, tuple[str, ...]] = {}  # none: isolation is server policy
 MAX_INLINE_CODE = 100 * 1024  # beyond this, code goes through a file (argv strings max 128 KiB)
 UID_ATTEMPTS = 8
 
 
 def _check_env(env: dict[str, str], field: str) -> None:
     for key, value in env.items():
-        if not ENV_NAME.match(key) or "\x00" in value:
-            raise BadRequest(
-                f"{field}: invalid environment variable {key!r}", details={"field": field}
-            )
+        problem = env_problem(key, value)
+        if problem is not None:
+            raise Unprocessable(f"{field}: {problem}", details={"field": field, "name": key})
 
 
 @dataclass
@@ -96,19 +94,16 @@ class LocalAdapter(ComputeAdapter):
         """How many ready sandboxes the pool holds right now."""
         return len(self._pool)
 
-    def _pool_fits(self, spec: SandboxSpec, wanted: str) -> Callable[[Ready], bool]:
+    def _pool_fits(self, spec: SandboxSpec) -> Callable[[Ready], bool]:
         limits = limits_from(self.settings, spec.resources.memory_mb)
 
         def fits(ready: Ready) -> bool:
-            same_isolation = wanted in (self.settings.sandbox_isolation, ready.data.isolation)
-            return not spec.network and ready.data.limits == limits and same_isolation
+            return not spec.network and ready.data.limits == limits
 
         return fits
 
     async def _provision_pooled(self) -> Ready:
-        sandbox_id, data = await self._provision(
-            self.settings.sandbox_isolation, network=False, env={}, memory_mb=None
-        )
+        sandbox_id, data = await self._provision(network=False, env={}, memory_mb=None)
         try:
             await self._supervisor(sandbox_id, data)
             interp = self._interpreter(sandbox_id, data)
@@ -160,26 +155,27 @@ class LocalAdapter(ComputeAdapter):
         """A sandbox from the warm pool when the spec fits one (no network, the default
         isolation and limits; ``env`` is applied per run, so it does not matter), else a
         freshly provisioned one whose supervisor starts with its first run."""
+        if "isolation" in spec.options:
+            raise Unprocessable(
+                "options.isolation is not a tenant option: isolation is the server's policy "
+                f"(CERVER_SANDBOX_ISOLATION, here {self.settings.sandbox_isolation!r}); "
+                "remove it from the request",
+                details={"field": "options.isolation"},
+            )
         unknown = set(spec.options) - set(SPEC_OPTIONS)
         if unknown:
             raise BadRequest(
                 f"unknown local sandbox options {sorted(unknown)}; valid: {sorted(SPEC_OPTIONS)}",
                 details={"field": "options"},
             )
-        wanted = str(spec.options.get("isolation", self.settings.sandbox_isolation))
-        if wanted not in SPEC_OPTIONS["isolation"]:
-            raise BadRequest(
-                f"options.isolation must be one of {', '.join(SPEC_OPTIONS['isolation'])}",
-                details={"field": "options.isolation"},
-            )
         _check_env(spec.env, "env")
-        ready = self._pool.take(self._pool_fits(spec, wanted))
+        ready = self._pool.take(self._pool_fits(spec))
         if ready is not None:
             sandbox_id, data = ready.sandbox_id, ready.data
             data = data.model_copy(update={"env": dict(spec.env)})
         else:
             sandbox_id, data = await self._provision(
-                wanted, network=spec.network, env=spec.env, memory_mb=spec.resources.memory_mb
+                network=spec.network, env=spec.env, memory_mb=spec.resources.memory_mb
             )
         return SandboxRecord(
             provider=self.name,
@@ -190,30 +186,34 @@ class LocalAdapter(ComputeAdapter):
         )
 
     async def _provision(
-        self, wanted: str, *, network: bool, env: dict[str, str], memory_mb: int | None
+        self, *, network: bool, env: dict[str, str], memory_mb: int | None
     ) -> tuple[str, LocalSandboxData]:
-        """Make the workspace and settle the isolation; no process is started."""
+        """Make the workspace under the server's isolation policy; no process is started.
+
+        Fails closed: unless the operator chose ``rlimits``, a node where bwrap does not
+        work refuses to make sandboxes (it never falls back to weaker isolation)."""
+        rlimits = self.settings.sandbox_isolation == "rlimits"
         sandbox_id, uid, gid = await asyncio.to_thread(self._allocate)
         data = LocalSandboxData(
             workspace=str(layout.workspace_path(self.settings, sandbox_id)),
             uid=uid,
             gid=gid,
             dedicated_uid=running_as_root(),
-            isolation="bwrap" if wanted != "rlimits" else "rlimits",
+            isolation="rlimits" if rlimits else "bwrap",
             network=network,
             env=dict(env),
             limits=limits_from(self.settings, memory_mb),
         )
-        if wanted != "rlimits":
+        if not rlimits:
             reason = await bwrap_unavailable_reason(self.settings, data)
-            if reason is not None and wanted == "bwrap":
+            if reason is not None:
                 await asyncio.to_thread(layout.remove_sandbox_files, self.settings, sandbox_id)
                 raise ProviderError(
-                    f"bwrap isolation was requested but is not available here: {reason}",
+                    "this node refuses to run code: its isolation policy is bwrap and bwrap "
+                    f"does not work here ({reason}); the operator must fix bwrap or set "
+                    "CERVER_SANDBOX_ISOLATION=rlimits to accept weaker isolation",
                     details={"isolation": "bwrap", "reason": reason},
                 )
-            isolation: Isolation = "rlimits" if reason is not None else "bwrap"
-            data = data.model_copy(update={"isolation": isolation})
         return sandbox_id, data
 
     def _allocate(self) -> tuple[str, int, int]:

@@ -177,12 +177,20 @@ def _count_processes_of(uid: int) -> int:
 # --------------------------------------------------------------------------- launch
 
 
+# What ``bwrap`` itself is executed with: fixed, never the sandbox's. Whatever the loader
+# or libc would read (LD_PRELOAD, GCONV_PATH, ...) would act in bwrap's process, outside
+# any namespace; the sandbox's environment is handed to the inside with --setenv.
+BWRAP_HOST_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+BWRAP_HOST_CWD = "/"
+
+
 @dataclass(frozen=True)
 class Launch:
     argv: list[str]
-    env: dict[str, str]
-    cwd: str
+    env: dict[str, str]  # of the exec'd program (bwrap: BWRAP_HOST_ENV)
+    cwd: str  # of the exec'd program (bwrap: BWRAP_HOST_CWD)
     setup: ChildSetup
+    workspace: str  # host path; a launch into a workspace that is gone fails as SandboxLost
     pass_fds: tuple[int, ...] = field(default=())
     pidns: bool = False  # bwrap: its pid-1 init may outlive the process we spawn
 
@@ -226,9 +234,13 @@ def path_inside(data: LocalSandboxData, cwd_rel: str = "") -> str:
     return f"{base}/{cwd_rel}" if cwd_rel else base
 
 
-def bwrap_prefix_argv(data: LocalSandboxData, *, network: bool, cwd_inside: str) -> list[str]:
+def bwrap_prefix_argv(
+    data: LocalSandboxData, *, network: bool, cwd_inside: str, env: dict[str, str]
+) -> list[str]:
     bwrap = shutil.which("bwrap") or "bwrap"
-    argv = [bwrap, "--unshare-all"]
+    argv = [bwrap, "--unshare-all", "--clearenv"]
+    for name, value in env.items():
+        argv += ["--setenv", name, value]
     if network:
         argv.append("--share-net")
     argv += ["--die-with-parent", "--new-session", "--hostname", SANDBOX_HOSTNAME]
@@ -262,9 +274,12 @@ def build_launch(
 ) -> Launch:
     """The argv, environment and child setup that run ``inner_argv`` in the sandbox."""
     root = running_as_root()
+    bwrap = data.isolation == "bwrap"
     host_cwd = (
         os.path.join(os.path.realpath(data.workspace), cwd_rel) if cwd_rel else data.workspace
     )
+    if bwrap:
+        host_cwd = BWRAP_HOST_CWD
     plan = _mount_plan(settings, data) if root else None
     nproc = (
         data.limits.nproc
@@ -279,14 +294,15 @@ def build_launch(
         chdir=host_cwd if plan is not None else None,
         nproc=nproc,
     )
-    if data.isolation == "bwrap":
+    inner_env = sandbox_env(data, env)
+    if bwrap:
         inside = WORKSPACE_IN_BWRAP + (f"/{cwd_rel}" if cwd_rel else "")
-        argv = bwrap_prefix_argv(data, network=network, cwd_inside=inside) + inner_argv
+        argv = bwrap_prefix_argv(data, network=network, cwd_inside=inside, env=inner_env)
+        argv += inner_argv
+        exec_env = dict(BWRAP_HOST_ENV)
     else:
-        argv = list(inner_argv)
-    return Launch(
-        argv, sandbox_env(data, env), host_cwd, setup, pass_fds, data.isolation == "bwrap"
-    )
+        argv, exec_env = list(inner_argv), inner_env
+    return Launch(argv, exec_env, host_cwd, setup, data.workspace, pass_fds, bwrap)
 
 
 def enable_subreaper() -> None:
@@ -329,3 +345,32 @@ async def bwrap_unavailable_reason(settings: Settings, data: LocalSandboxData) -
             reason = None if proc.returncode == 0 else f"bwrap failed: {detail}"
     _probe["result"] = reason
     return reason
+
+
+def policy_notice(settings: Settings) -> str:
+    """One line for the server's start: the isolation policy and whether it can be met."""
+    if settings.sandbox_isolation == "rlimits":
+        return (
+            "sandbox isolation: rlimits, chosen by the operator (CERVER_SANDBOX_ISOLATION): "
+            "no namespaces; sandboxed code sees the host's network and filesystem"
+        )
+    bwrap = shutil.which("bwrap")
+    reason = "bwrap is not installed" if bwrap is None else None
+    if bwrap is not None:
+        try:
+            done = subprocess.run(
+                [bwrap, "--unshare-all", "--ro-bind", "/", "/", "/usr/bin/true"],
+                env=BWRAP_HOST_ENV, cwd=BWRAP_HOST_CWD, capture_output=True, timeout=10,
+            )  # fmt: skip
+        except (OSError, subprocess.SubprocessError) as exc:
+            reason = f"bwrap failed to start: {exc}"
+        else:
+            if done.returncode != 0:
+                reason = f"bwrap failed: {done.stderr.decode(errors='replace').strip()}"
+    if reason is not None:
+        return (
+            f"sandbox isolation: bwrap, which does not work here ({reason}): this node "
+            "REFUSES to run code until it does, or until the operator sets "
+            "CERVER_SANDBOX_ISOLATION=rlimits"
+        )
+    return "sandbox isolation: bwrap (namespaces, no network unless asked)"

@@ -46,10 +46,8 @@ def exited_event(proc: asyncio.subprocess.Process) -> asyncio.Event:
 
 async def spawn(launch: Launch, *, stdin: int = subprocess.DEVNULL) -> asyncio.subprocess.Process:
     ensure_subreaper()
-    if not os.path.isdir(launch.cwd):
-        raise SandboxLost(
-            f"sandbox workspace {launch.cwd} is gone", details={"workspace": launch.cwd}
-        )
+    if not os.path.isdir(launch.workspace):
+        raise SandboxLost("the sandbox's workspace is gone")
     loop = asyncio.get_running_loop()
     try:
         transport, protocol = await loop.subprocess_exec(
