@@ -1,14 +1,10 @@
-"""Fixtures for the security tests: per-test homes (as in tests/adapters)."""
+"""Fixtures for the security tests: the local adapter's (real processes, real isolation)."""
 
-from __future__ import annotations
-
-from pathlib import Path
-
-import pytest
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    path = tmp_path / "home"
-    path.mkdir()
-    return path
+from tests.adapters.conftest import (  # noqa: F401
+    adapter,
+    home,
+    isolation,
+    new_sandbox,
+    sandbox,
+    settings,
+)

@@ -37,7 +37,7 @@ from cerver.adapters.base import (
 )
 from cerver.adapters.local import files, layout, packages, runtimes
 from cerver.adapters.local.host_interpreter import PythonInterpreter
-from cerver.adapters.local.host_supervisor import ShellTemplate, Supervisor
+from cerver.adapters.local.host_supervisor import ShellTemplate, Supervisor, SupervisorHung
 from cerver.adapters.local.isolation import (
     Launch,
     build_launch,
@@ -336,13 +336,19 @@ class LocalAdapter(ComputeAdapter):
             argv = [program, flag, request.code]
         limit, cwd = self.settings.output_limit_bytes, path_inside(data, cwd_rel)
         try:
-            sup = await self._supervisor(sandbox_id, data)
-            if argv is None:
-                added = {**data.env, **request.env}
-                proc = await sup.run_shell(request.code, env=added, cwd=cwd, limit=limit)
-            else:
-                env = sandbox_env(data, request.env)
-                proc = await sup.spawn(argv, env=env, cwd=cwd, limit=limit)
+            for attempt in range(2):  # a hung supervisor is killed; the retry gets a fresh one
+                sup = await self._supervisor(sandbox_id, data)
+                try:
+                    if argv is None:
+                        added = {**data.env, **request.env}
+                        proc = await sup.run_shell(request.code, env=added, cwd=cwd, limit=limit)
+                    else:
+                        env = sandbox_env(data, request.env)
+                        proc = await sup.spawn(argv, env=env, cwd=cwd, limit=limit)
+                    break
+                except SupervisorHung:
+                    if attempt:
+                        raise
             events = stream_run(
                 proc, timeout_s=timeout_s, output_limit=self.settings.output_limit_bytes
             )

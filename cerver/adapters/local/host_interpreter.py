@@ -159,19 +159,33 @@ class PythonInterpreter:
             run.queue.put_nowait((name, kept))
 
     async def _control(self, reader: asyncio.StreamReader) -> None:
+        """Results from the driver: the sandbox's word (user code can write to that pipe),
+        so a line that is too long or not a JSON object is fatal for the sandbox."""
         while True:
-            line = await reader.readline()
-            if not line:
-                if self._ready is not None and not self._ready.done():
-                    self._ready.set_exception(ProviderError("the interpreter exited at start"))
+            try:
+                line = await reader.readline()
+                msg = json.loads(line) if line else None
+                if line and not isinstance(msg, dict):
+                    raise ValueError("not a JSON object")
+            except ValueError as exc:  # also a line beyond MAX_CTL_LINE
+                why = f"broke its control protocol ({str(exc)[:200]})"
+                await self._supervisor.stop(f"the python interpreter {why}; all killed")
+                self._fail_start()
+                self._deliver(("dead", why))
+                return
+            if msg is None:
+                self._fail_start()
                 self._deliver(("dead", None))
                 return
-            msg = json.loads(line)
             if msg.get("ready"):
                 if self._ready is not None and not self._ready.done():
                     self._ready.set_result(None)
             else:
                 self._deliver(("result", msg))
+
+    def _fail_start(self) -> None:
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(ProviderError("the interpreter exited at start"))
 
     async def _send(self, msg: dict[str, Any]) -> None:
         if self._proc is None:
@@ -225,7 +239,8 @@ class PythonInterpreter:
                     if not interrupted:
                         interrupted = True
                         outcome.timed_out = True
-                        await self._send({"op": "interrupt"})
+                        with contextlib.suppress(ProviderError):  # a hung supervisor: killed
+                            await self._send({"op": "interrupt"})
                         deadline = loop.time() + INTERRUPT_GRACE_S
                         continue
                     yield await self._restart(outcome, "did not respond to an interrupt")
@@ -238,7 +253,7 @@ class PythonInterpreter:
                     result = data
                     deadline = loop.time() + MARK_GRACE_S
                 elif kind == "dead":
-                    yield await self._restart(outcome, "exited")
+                    yield await self._restart(outcome, data or "exited")
                     break
                 elif data is None or data == _MARK:
                     marks.add(kind)
@@ -281,7 +296,7 @@ class PythonInterpreter:
             async with asyncio.timeout(INTERRUPT_GRACE_S):
                 while (await run.queue.get())[0] not in ("result", "dead"):
                     pass
-        except (TimeoutError, OSError, ConnectionError):
+        except (TimeoutError, OSError, ConnectionError, ProviderError):
             await self.stop()
         finally:
             self._run = None

@@ -7,12 +7,19 @@ spawned: shell and node commands, and the persistent Python interpreter. A
 output as ``asyncio.StreamReader``s, its stdin, its exit, and a kill of its whole
 process group. If the supervisor dies, every run it had ends (exit ``-9``) and the next
 ``Supervisor.start()`` launches a fresh one.
+
+Everything the supervisor writes back is the sandbox's word: user code runs as the same
+uid and can write its own frames into the supervisor's pipe (``/proc/<pid>/fd/1``). So
+frames are capped (``MAX_FRAME_BYTES``) and must parse, and a violation is fatal for the
+sandbox (its processes are killed, the next run starts a fresh supervisor); no pid from a
+frame is ever signalled as is (rlimits mode: only a group checked in ``/proc`` to be a
+child of our supervisor, started before its frame arrived); and every wait on the
+supervisor has a deadline, past which the whole sandbox is killed and replaced.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
@@ -23,7 +30,13 @@ from typing import Any
 
 from cerver.adapters.local import inside
 from cerver.adapters.local.isolation import Launch
-from cerver.adapters.local.reaping import KILL_WAIT_S, adopt_pgid, schedule_reap, signal_group
+from cerver.adapters.local.reaping import (
+    KILL_WAIT_S,
+    adopt_pgid,
+    child_group_of,
+    schedule_reap,
+    signal_verified_group,
+)
 from cerver.adapters.local.spawning import kill_process, spawn
 from cerver.errors import ProviderError
 
@@ -32,10 +45,36 @@ SUPERVISOR_SOURCE = inside.source("supervisor")
 HEADER = struct.Struct("!cII")
 START_TIMEOUT_S = 15.0
 READER_LIMIT = 64 * 1024
+MAX_FRAME_BYTES = 1024 * 1024  # the supervisor sends at most 64 KiB of output per frame
+MAX_CTL_LINE = 1024 * 1024  # one JSON line of a run's control channel (the Python driver)
+OPEN_TIMEOUT_S = 10.0  # for the supervisor to answer a run request
+SEND_TIMEOUT_S = 5.0  # for the supervisor to take a frame off its pipe
 STREAM_KINDS = {b"O": "stdout", b"E": "stderr", b"C": "ctl"}
 KILLED_RETURNCODE = -9
 
 LaunchBuilder = Callable[[list[str]], Launch]
+
+
+class ProtocolViolation(Exception):
+    """The sandbox wrote something on its control channel that the protocol does not allow."""
+
+
+class SupervisorHung(ProviderError):
+    """The supervisor did not answer in time: it was killed with everything of the sandbox."""
+
+
+def _json_object(payload: bytes) -> dict[str, Any]:
+    msg = json.loads(payload) if payload else {}
+    if not isinstance(msg, dict):
+        raise ProtocolViolation("a control frame that is not a JSON object")
+    return msg
+
+
+def _int(msg: dict[str, Any], key: str) -> int:
+    value = msg.get(key)
+    if type(value) is not int or abs(value) >= 2**63:
+        raise ProtocolViolation(f"a control frame with a bad {key!r}")
+    return value
 
 
 def supervisor_argv(python: str) -> list[str]:
@@ -49,13 +88,14 @@ class RemoteProcess:
     def __init__(self, supervisor: Supervisor, chan: int, *, ctl: bool) -> None:
         self._supervisor = supervisor
         self.chan = chan
-        self.pid = 0
+        self.pid = 0  # the sandbox's word: shown, never signalled
+        self.group: tuple[int, int] | None = None  # rlimits: (pgid, start time), checked
         self.returncode: int | None = None
         self.exited = asyncio.Event()
         self.stdout: asyncio.StreamReader = asyncio.StreamReader(limit=READER_LIMIT)
         self.stderr: asyncio.StreamReader = asyncio.StreamReader(limit=READER_LIMIT)
         self.ctl: asyncio.StreamReader | None = (
-            asyncio.StreamReader(limit=16 * 1024 * 1024) if ctl else None
+            asyncio.StreamReader(limit=MAX_CTL_LINE) if ctl else None
         )
         self.started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._dropped = {"stdout": 0, "stderr": 0}
@@ -80,9 +120,11 @@ class RemoteProcess:
             self.returncode = returncode
         self.exited.set()
 
-    def _lost(self) -> None:
+    def _lost(self, note: str | None = None) -> None:
         if not self.started.done():
-            self.started.set_exception(ProviderError("the sandbox supervisor exited"))
+            self.started.set_exception(ProviderError(note or "the sandbox supervisor exited"))
+        if note and "stderr" in self._open:
+            self.stderr.feed_data(f"\n[cerver: {note}]\n".encode())
         for stream in list(self._open):
             self._closed(stream, 0)
         self._exit(KILLED_RETURNCODE)
@@ -101,6 +143,14 @@ class RemoteProcess:
 
     async def kill_leftovers(self) -> None:
         """Nothing to do: the supervisor empties a run's group before it reports the exit."""
+
+    async def escalate(self) -> None:
+        """The kill was not answered: kill the whole sandbox (the supervisor and, with it,
+        the namespace); the run ends and the next one starts a fresh supervisor."""
+        await self._supervisor.stop(
+            "the sandbox did not answer a kill; all its processes were killed, and the "
+            "next run starts them afresh"
+        )
 
     def dropped(self, stream: str) -> int:
         return self._dropped.get(stream, 0)
@@ -150,6 +200,7 @@ class Supervisor:
         self._next_chan = 1
         self._ready: asyncio.Future[None] | None = None
         self._lock = asyncio.Lock()
+        self.fault: str | None = None  # why the last supervisor was killed, if we killed it
 
     @property
     def alive(self) -> bool:
@@ -184,23 +235,27 @@ class Supervisor:
             raise ProviderError(f"the sandbox supervisor did not start: {exc}") from exc
         self.send(b"A", 0, json.dumps(dataclasses.asdict(self._shell)).encode())
 
-    async def stop(self) -> None:
+    async def stop(self, note: str | None = None) -> None:
+        """Kill the supervisor and every run of it; ``note`` says why, to those runs."""
         proc, self._proc = self._proc, None
         reader, self._reader = self._reader, None
+        if note is not None:
+            self.fault = note
+            log.warning("sandbox supervisor killed: %s", note)
         if proc is not None:
             await kill_process(proc)
             schedule_reap()
-        if reader is not None:
+        if reader is not None and reader is not asyncio.current_task():
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
-        self._lose_runs()
+        self._lose_runs(note)
 
-    def _lose_runs(self) -> None:
+    def _lose_runs(self, note: str | None = None) -> None:
         runs, self._runs = self._runs, {}
         for run in runs.values():
-            if not self._pidns and run.pid:
-                signal_group(run.pid)  # rlimits mode: the run's pid is a host pid
-            run._lost()
+            if run.group is not None:
+                signal_verified_group(*run.group)  # rlimits mode: checked, never the frame's
+            run._lost(note)
 
     # ------------------------------------------------------------------ runs
 
@@ -226,14 +281,20 @@ class Supervisor:
         self._next_chan += 1
         run = RemoteProcess(self, chan, ctl=ctl)
         self._runs[chan] = run
-        await self.send_and_drain(b"R", chan, json.dumps(msg).encode())
         try:
-            await run.started
+            await self.send_and_drain(b"R", chan, json.dumps(msg).encode())
+            async with asyncio.timeout(OPEN_TIMEOUT_S):
+                await run.started
+        except TimeoutError:
+            self._runs.pop(chan, None)
+            note = f"the sandbox supervisor did not answer a run request in {OPEN_TIMEOUT_S:g}s"
+            await self.stop(f"{note}; all its processes were killed")
+            raise SupervisorHung(note) from None
         except ProviderError:
             self._runs.pop(chan, None)
             raise
-        if not self._pidns:
-            adopt_pgid(run.pid)
+        if run.group is not None:
+            adopt_pgid(run.group[0])
         return run
 
     def forget(self, chan: int) -> None:
@@ -246,11 +307,20 @@ class Supervisor:
         proc.stdin.write(HEADER.pack(kind, chan, len(payload)) + payload)
 
     async def send_and_drain(self, kind: bytes, chan: int, payload: bytes) -> None:
+        """Send a frame and wait (bounded) until the pipe takes it; a supervisor that does
+        not read its pipe (stopped) is killed with its sandbox."""
         self.send(kind, chan, payload)
         proc = self._proc
         if proc is not None and proc.stdin is not None:
-            with contextlib.suppress(ConnectionError):
-                await proc.stdin.drain()
+            try:
+                async with asyncio.timeout(SEND_TIMEOUT_S):
+                    await proc.stdin.drain()
+            except ConnectionError:
+                pass
+            except TimeoutError:
+                note = f"the sandbox supervisor did not read its input for {SEND_TIMEOUT_S:g}s"
+                await self.stop(f"{note}; all its processes were killed")
+                raise SupervisorHung(note) from None
 
     # ------------------------------------------------------------------ frames
 
@@ -260,12 +330,17 @@ class Supervisor:
         try:
             while True:
                 kind, chan, size = HEADER.unpack(await reader.readexactly(HEADER.size))
+                if size > MAX_FRAME_BYTES:
+                    raise ProtocolViolation(f"a frame of {size} bytes (limit {MAX_FRAME_BYTES})")
                 payload = await reader.readexactly(size) if size else b""
                 self._dispatch(kind, chan, payload)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the supervisor exited
-        except (struct.error, ValueError, KeyError) as exc:
-            log.error("sandbox supervisor: protocol error (%s); restarting it", exc)
+        except (ProtocolViolation, struct.error, ValueError, TypeError) as exc:
+            if self._proc is proc:
+                await self.stop(
+                    f"the sandbox broke its control protocol ({exc}); all its processes were killed"
+                )
         finally:
             if self._ready is not None and not self._ready.done():
                 self._ready.set_exception(ProviderError("the supervisor exited at start"))
@@ -287,17 +362,24 @@ class Supervisor:
             if target is not None:
                 target.feed_data(payload)
             return
-        msg: dict[str, Any] = json.loads(payload) if payload else {}
+        msg = _json_object(payload)
         if kind == b"S":
-            run.pid = int(msg["pid"])
+            run.pid = _int(msg, "pid")
+            if not self._pidns and run.group is None and self._proc is not None:
+                run.group = child_group_of(run.pid, self._proc.pid)
             if not run.started.done():
                 run.started.set_result(None)
         elif kind == b"F":
             if not run.started.done():
+                error = str(msg.get("error"))[:1000]
                 run.started.set_exception(
-                    ProviderError(f"could not start the sandboxed process: {msg['error']}")
+                    ProviderError(f"could not start the sandboxed process: {error}")
                 )
         elif kind == b"Z":
-            run._closed(str(msg["stream"]), int(msg.get("dropped", 0)))
+            if msg.get("stream") not in ("stdout", "stderr", "ctl"):
+                raise ProtocolViolation("a close frame for an unknown stream")
+            run._closed(str(msg["stream"]), max(_int(msg, "dropped"), 0))
         elif kind == b"X":
-            run._exit(int(msg["returncode"]))
+            run._exit(_int(msg, "returncode"))
+        else:
+            raise ProtocolViolation(f"an unknown frame kind {kind!r}")

@@ -98,6 +98,37 @@ def adopt_pgid(pgid: int) -> None:
     _our_pgids.add(pgid)
 
 
+def _start_time(pid: int) -> tuple[int, int, int] | None:
+    """(ppid, pgrp, start time in clock ticks) of a process, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            raw = fh.read()
+    except OSError:
+        return None
+    fields = raw[raw.rfind(b")") + 2 :].split()
+    return int(fields[1]), int(fields[2]), int(fields[19])
+
+
+def child_group_of(pid: int, parent: int) -> tuple[int, int] | None:
+    """``(pid, start time)`` when ``pid`` (a sandbox's word) is a process-group leader
+    whose parent is ``parent`` (the supervisor we spawned), else None: a forged pid
+    names some other process, and we never signal it."""
+    if pid <= 1:
+        return None
+    stat = _start_time(pid)
+    if stat is None or stat[0] != parent or stat[1] != pid:
+        return None
+    return pid, stat[2]
+
+
+def signal_verified_group(pgid: int, start: int) -> None:
+    """SIGKILL a group checked by ``child_group_of``, if its leader is still that process
+    (same start time: the pid was not reused)."""
+    stat = _start_time(pgid)
+    if stat is not None and stat[1] == pgid and stat[2] == start:
+        signal_group(pgid)
+
+
 def signal_group(pgid: int, sig: int = signal.SIGKILL) -> bool:
     """Signal a process group; False when it has no member left."""
     try:

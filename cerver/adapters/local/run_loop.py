@@ -72,6 +72,9 @@ class RunHandle(Protocol):
     async def kill_leftovers(self) -> None:
         """After the main process exited: kill what it left in its group."""
 
+    async def escalate(self) -> None:
+        """A kill was not answered in time: kill everything of the run's sandbox."""
+
     async def release(self) -> None:
         """The consumer is done (or gone): nothing of the run may remain."""
 
@@ -115,6 +118,9 @@ class _LocalRun:
     async def kill_leftovers(self) -> None:
         if signal_group(self._proc.pid):  # leftovers of this run: background jobs
             await kill_group(self._proc.pid)
+
+    async def escalate(self) -> None:
+        await kill_process(self._proc)
 
     async def release(self) -> None:
         proc = self._proc
@@ -165,15 +171,21 @@ async def stream_run(
     ]
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    open_streams, exited = 2, False
+    open_streams, exited, escalated = 2, False, False
     try:
         while open_streams or not exited:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 if exited:
                     break  # an escaped process holds the pipes open: stop waiting for them
-                outcome.timed_out = True
-                handle.kill()
+                if not outcome.timed_out:
+                    outcome.timed_out = True
+                    handle.kill()
+                elif not escalated:  # the kill was not answered (a stopped supervisor)
+                    escalated = True
+                    await handle.escalate()
+                else:
+                    break  # nothing answers any more: report what we have
                 deadline = loop.time() + KILL_WAIT_S
                 continue
             try:
