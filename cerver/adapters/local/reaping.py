@@ -37,15 +37,15 @@ def adopt_child(pid: int) -> None:
     _our_pgids.add(pid)
 
 
-def _proc_stat(pid: str) -> tuple[str, int, int] | None:
-    """(state, ppid, pgrp) of a process, or None if it is gone."""
+def _proc_stat(pid: str) -> tuple[str, int, int, int] | None:
+    """(state, ppid, pgrp, start time in clock ticks) of a process, or None if it is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             raw = fh.read()
     except OSError:
         return None
     fields = raw[raw.rfind(b")") + 2 :].split()
-    return fields[0].decode(), int(fields[1]), int(fields[2])
+    return fields[0].decode(), int(fields[1]), int(fields[2]), int(fields[19])
 
 
 def reap_orphans() -> int:
@@ -98,34 +98,23 @@ def adopt_pgid(pgid: int) -> None:
     _our_pgids.add(pgid)
 
 
-def _start_time(pid: int) -> tuple[int, int, int] | None:
-    """(ppid, pgrp, start time in clock ticks) of a process, or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            raw = fh.read()
-    except OSError:
-        return None
-    fields = raw[raw.rfind(b")") + 2 :].split()
-    return int(fields[1]), int(fields[2]), int(fields[19])
-
-
 def child_group_of(pid: int, parent: int) -> tuple[int, int] | None:
     """``(pid, start time)`` when ``pid`` (a sandbox's word) is a process-group leader
     whose parent is ``parent`` (the supervisor we spawned), else None: a forged pid
     names some other process, and we never signal it."""
     if pid <= 1:
         return None
-    stat = _start_time(pid)
-    if stat is None or stat[0] != parent or stat[1] != pid:
+    stat = _proc_stat(str(pid))
+    if stat is None or stat[1] != parent or stat[2] != pid:
         return None
-    return pid, stat[2]
+    return pid, stat[3]
 
 
 def signal_verified_group(pgid: int, start: int) -> None:
     """SIGKILL a group checked by ``child_group_of``, if its leader is still that process
     (same start time: the pid was not reused)."""
-    stat = _start_time(pgid)
-    if stat is not None and stat[1] == pgid and stat[2] == start:
+    stat = _proc_stat(str(pgid))
+    if stat is not None and stat[2] == pgid and stat[3] == start:
         signal_group(pgid)
 
 
