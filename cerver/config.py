@@ -129,6 +129,7 @@ class Settings(BaseModel):
     sandbox_nproc: int = 128
     sandbox_cpu_s: int = 600
     sandbox_fsize_mb: int = 256
+    sandbox_allow_sdists: bool = False  # pip may build source distributions (runs setup.py)
     output_limit_bytes: int = DEFAULT_OUTPUT_LIMIT_BYTES
     max_file_bytes: int = 16 * 1024 * 1024
     run_timeout_s: float = DEFAULT_RUN_TIMEOUT_S
@@ -180,6 +181,7 @@ class Settings(BaseModel):
             sandbox_nproc=_env_int("CERVER_SANDBOX_NPROC", 128, minimum=8),
             sandbox_cpu_s=_env_int("CERVER_SANDBOX_CPU_S", 600, minimum=1),
             sandbox_fsize_mb=_env_int("CERVER_SANDBOX_FSIZE_MB", 256, minimum=1),
+            sandbox_allow_sdists=_env_bool("CERVER_SANDBOX_ALLOW_SDISTS", False),
             output_limit_bytes=_env_int(
                 "CERVER_OUTPUT_LIMIT_BYTES", DEFAULT_OUTPUT_LIMIT_BYTES, minimum=1024
             ),

@@ -377,6 +377,7 @@ class LocalAdapter(ComputeAdapter):
         argv = packages.install_argv(
             request.manager, spec, python=python, npm=npm or "npm",
             workspace=data.workspace_inside, site=data.site_packages_inside(),
+            allow_sdists=self.settings.sandbox_allow_sdists,
         )  # fmt: skip
         started = time.perf_counter()
         launch = self._launch(data, argv, network=True, env={})

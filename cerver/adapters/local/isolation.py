@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import ipaddress
+import json
 import os
 import resource
 import shutil
@@ -31,9 +33,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cerver.adapters.local import runtimes
+from cerver.adapters.local import files, runtimes
 from cerver.adapters.local.layout import INTERNAL_DIR, WORKSPACE_IN_BWRAP, Limits, LocalSandboxData
 from cerver.config import Settings
+from cerver.errors import ProviderError
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -57,6 +60,70 @@ ETC_FILES = (
 NEVER_HIDE = ("/", "/usr", "/etc", "/proc", "/dev", "/sys", "/bin", "/lib", "/lib64")
 ROOT_MERGED_DIRS = ("bin", "sbin", "lib", "lib64", "lib32", "libx32")
 SANDBOX_HOSTNAME = "cerver-sandbox"
+
+
+# --------------------------------------------------------------------------- network
+# A network-enabled sandbox (and every install) gets its own network namespace, with
+# user-mode networking by pasta (Debian ``passt``): it reaches the internet through
+# pasta's sockets, never the host's loopback (its 127.0.0.1 is its own), and the routes
+# below, set inside before bwrap starts (bwrap's new user namespace cannot change them),
+# blackhole the private, link-local and cluster ranges and every address of this node.
+PASTA_IFNAME = "cerver0"
+# DNS: the sandbox's resolver is this address (TEST-NET-3, never routed), which pasta
+# forwards to the host's own resolver; so DNS works even where that one is on loopback
+# or in a private range the routes blackhole.
+DNS_FORWARD = "203.0.113.53"
+RESOLV_CONF = f"{INTERNAL_DIR}/resolv.conf"
+BLOCKED_NETS = (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "169.254.0.0/16", "172.16.0.0/12",
+    "192.0.0.0/24", "192.168.0.0/16", "198.18.0.0/15", "224.0.0.0/4", "240.0.0.0/4",
+)  # fmt: skip
+ROUTE_SCRIPT = (
+    "set -e; gw=$(ip -4 route show default | cut -d' ' -f3); "
+    '[ -n "$gw" ] || { echo "cerver: no default route for the sandbox network" >&2; exit 125; }; '
+    "ip route flush table main; "
+    f'ip route add default via "$gw" dev {PASTA_IFNAME} onlink; '
+    'ip route add blackhole "$gw/32"; '
+    'while [ "$1" != "--" ]; do ip route add blackhole "$1"; shift; done; shift; '
+    'exec "$@"'
+)
+
+
+def node_networks() -> list[str]:
+    """Every IPv4 network this node has an address in (its subnets, so its peers too)."""
+    try:
+        done = subprocess.run(
+            ["ip", "-4", "-j", "addr", "show"], capture_output=True, timeout=10, check=True
+        )
+        entries = json.loads(done.stdout)
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return []
+    nets = set()
+    for entry in entries:
+        for info in entry.get("addr_info", []):
+            net = ipaddress.ip_network(f"{info['local']}/{info['prefixlen']}", strict=False)
+            if not net.is_loopback:
+                nets.add(str(net))
+    return sorted(nets)
+
+
+def network_prefix_argv() -> list[str]:
+    """pasta, then the route set-up, then (appended by the caller) bwrap."""
+    pasta = shutil.which("pasta")
+    if pasta is None:
+        raise ProviderError(
+            "network-enabled sandboxes need pasta (Debian package passt), which is not "
+            "installed on this node; ask without network, or the operator installs passt",
+            details={"network": True},
+        )
+    blocked = [*BLOCKED_NETS, *node_networks()]
+    return [
+        pasta, "--quiet", "--foreground", "--log-file", "/dev/null", "--config-net",
+        "--ipv4-only", "--no-map-gw", "--ns-ifname", PASTA_IFNAME,
+        "--dns-forward", DNS_FORWARD,
+        "-t", "none", "-u", "none", "-T", "none", "-U", "none",
+        "--", "/bin/sh", "-c", ROUTE_SCRIPT, "sh", *blocked, "--",
+    ]  # fmt: skip
 
 
 def limits_from(settings: Settings, memory_mb: int | None = None) -> Limits:
@@ -238,11 +305,11 @@ def bwrap_prefix_argv(
     data: LocalSandboxData, *, network: bool, cwd_inside: str, env: dict[str, str]
 ) -> list[str]:
     bwrap = shutil.which("bwrap") or "bwrap"
-    argv = [bwrap, "--unshare-all", "--clearenv"]
+    argv = [bwrap, "--unshare-all", "--cap-drop", "ALL", "--clearenv"]
     for name, value in env.items():
         argv += ["--setenv", name, value]
-    if network:
-        argv.append("--share-net")
+    if network:  # pasta's namespace (network_prefix_argv), never the host's
+        argv = [*network_prefix_argv(), *argv, "--share-net"]
     argv += ["--die-with-parent", "--new-session", "--hostname", SANDBOX_HOSTNAME]
     argv += ["--ro-bind", "/usr", "/usr"]
     for name in ROOT_MERGED_DIRS:
@@ -258,6 +325,9 @@ def bwrap_prefix_argv(
     argv += ["--proc", "/proc", "--dev", "/dev"]
     argv += ["--size", str(data.limits.fsize_mb * 1024 * 1024), "--tmpfs", "/tmp"]
     argv += ["--bind", os.path.realpath(data.workspace), WORKSPACE_IN_BWRAP]
+    if network:
+        resolv = os.path.join(os.path.realpath(data.workspace), RESOLV_CONF)
+        argv += ["--ro-bind", resolv, "/etc/resolv.conf"]
     argv += ["--chdir", cwd_inside, "--"]
     return argv
 
@@ -295,6 +365,10 @@ def build_launch(
         nproc=nproc,
     )
     inner_env = sandbox_env(data, env)
+    if bwrap and network:
+        owner = (data.uid, data.gid) if data.dedicated_uid else None
+        nameserver = f"nameserver {DNS_FORWARD}\n".encode()
+        files.write_file(data.workspace, RESOLV_CONF, nameserver, max_bytes=64, owner=owner)
     if bwrap:
         inside = WORKSPACE_IN_BWRAP + (f"/{cwd_rel}" if cwd_rel else "")
         argv = bwrap_prefix_argv(data, network=network, cwd_inside=inside, env=inner_env)

@@ -42,11 +42,19 @@ def validate(manager: str, spec: str) -> str:
 
 
 def install_argv(
-    manager: str, spec: str, *, python: str, npm: str, workspace: str, site: str
-) -> list[str]:
+    manager: str, spec: str, *, python: str, npm: str, workspace: str, site: str,
+    allow_sdists: bool,
+) -> list[str]:  # fmt: skip
+    """No package code runs at install time: npm lifecycle scripts are off, and pip takes
+    wheels only (building a source distribution runs its setup.py) unless the operator
+    allows sdists (``CERVER_SANDBOX_ALLOW_SDISTS``)."""
     if manager == "pip":
+        wheels = [] if allow_sdists else ["--only-binary", ":all:"]
         return [
             python, "-m", "pip", "install", "--no-cache-dir", "--disable-pip-version-check",
-            "--no-input", "--upgrade", "--target", site, spec,
+            "--no-input", "--upgrade", *wheels, "--target", site, spec,
         ]  # fmt: skip
-    return [npm, "install", "--no-audit", "--no-fund", "--prefix", workspace, spec]
+    return [
+        npm, "install", "--ignore-scripts", "--no-audit", "--no-fund", "--prefix", workspace,
+        spec,
+    ]  # fmt: skip
