@@ -88,6 +88,8 @@ def _translate(exc: OSError, path: str) -> Exception:
         )
     if exc.errno == errno.ENOENT:
         return NotFound(f"file {path!r} does not exist", details={"path": path})
+    if exc.errno in (errno.ENXIO, errno.EAGAIN):  # a FIFO without a reader, a device
+        return BadRequest(f"path {path!r} is not a regular file", details={"path": path})
     if exc.errno == errno.EISDIR:
         return BadRequest(f"path {path!r} is a directory", details={"path": path})
     return BadRequest(f"cannot access {path!r}: {exc.strerror}", details={"path": path})
@@ -108,7 +110,9 @@ def read_file(workspace: str, path: str, *, max_bytes: int, owner: tuple[int, in
     parts = _resolved_parts(workspace, path)
     parent = _open_dir_chain(workspace, parts, path, create=False, owner=owner)
     try:
-        fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+        # O_NONBLOCK: a FIFO (or device) the sandbox made must not block us; fstat refuses it
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+        fd = os.open(parts[-1], flags, dir_fd=parent)
     except OSError as exc:
         raise _translate(exc, path) from exc
     finally:
@@ -141,7 +145,7 @@ def write_file(
         )
     parts = _resolved_parts(workspace, path)
     parent = _open_dir_chain(workspace, parts, path, create=True, owner=owner)
-    flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # see read_file
     created = True
     try:
         try:
@@ -154,9 +158,11 @@ def write_file(
     finally:
         os.close(parent)
     with os.fdopen(fd, "wb") as fh:
+        _check_owner(os.fstat(fd), None, path)  # a regular file, before anything else
         if created and owner is not None:
             os.fchown(fd, *owner)
         _check_owner(os.fstat(fd), owner, path)
+        os.set_blocking(fd, True)
         fh.truncate(0)
         fh.write(data)
 

@@ -12,6 +12,7 @@ with ``ray start --labels='{"zone": "a"}'`` (or ``Cluster.add_node(labels=...)``
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +54,12 @@ class Placement(BaseModel):
         return options
 
 
+# Custom resources a tenant may request: operator-defined names. Ray's own ("node:<ip>",
+# "node:__internal_head__", "accelerator_type:...", "<res>_group_<pg>" bundles) carry a
+# ':' or "_group_", and would let a tenant pick the head node or another's reservation.
+TENANT_RESOURCE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+
+
 def placement_from(spec: SandboxSpec) -> Placement:
     """Validate the request's resources and ``options.node_labels`` into a ``Placement``."""
     res = spec.resources
@@ -62,6 +69,13 @@ def placement_from(spec: SandboxSpec) -> Placement:
                 f"resources.{name} must be >= 0", details={"field": f"resources.{name}"}
             )
     for name, amount in res.custom.items():
+        if not TENANT_RESOURCE.fullmatch(name) or "_group_" in name:
+            raise BadRequest(
+                f"resources.custom[{name!r}] is not a resource a request may ask for: Ray's "
+                "own resources (node:..., accelerator_type:..., placement-group bundles) are "
+                "not requestable; use an operator-defined name of letters, digits, _ . -",
+                details={"field": f"resources.custom.{name}"},
+            )
         if amount < 0 or name in ("CPU", "GPU", "memory", "object_store_memory"):
             raise BadRequest(
                 f"resources.custom[{name!r}]: give a non-negative amount of a custom resource "
