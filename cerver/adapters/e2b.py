@@ -32,8 +32,8 @@ import posixpath
 import secrets
 import shlex
 import time
-from collections.abc import AsyncGenerator, Callable, Iterator
-from typing import Any
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from typing import Any, TypeVar
 
 from cerver.adapters.base import (
     ComputeAdapter,
@@ -62,6 +62,7 @@ from cerver.errors import (
     SandboxLost,
 )
 
+T = TypeVar("T")
 HOME = "/home/user"
 STATE_FILE = ".cerver/state.json"
 SPEC_OPTIONS = ("template",)
@@ -93,6 +94,10 @@ def _remote_path(path: str, *, field: str = "path") -> str:
     if norm == ".." or norm.startswith("../"):
         raise PathEscape(f"{field} {path!r} leaves the workspace", details={field: path})
     return HOME if norm == "." else f"{HOME}/{norm}"
+
+
+class _Paused(ProviderError):
+    """E2B paused the sandbox under us (its timeout); connecting again resumes it."""
 
 
 def _timeout_note(timeout_s: float) -> str:
@@ -186,16 +191,35 @@ class E2BAdapter(ComputeAdapter):
             self._connected[record.sandbox_id] = sandbox
         return sandbox
 
-    async def _gone(self, sandbox_id: str) -> bool:
-        """Whether E2B no longer has the sandbox (asked after an ambiguous failure)."""
+    async def _recheck(self, record: SandboxRecord, exc: CerverError) -> CerverError:
+        """An in-sandbox call failed: ask the control plane what became of the sandbox.
+        Gone is ``SandboxLost``; paused (E2B's timeout) is ``_Paused``, which a retry
+        resumes; anything else is the original error."""
         sdk = _sdk()
         try:
-            await sdk.AsyncSandbox.get_info(sandbox_id, **self._opts())
-        except sdk.SandboxNotFoundException:
-            return True
+            info = await sdk.AsyncSandbox.get_info(record.sandbox_id, **self._opts())
+        except sdk.SandboxNotFoundException as gone:
+            return self._lost(record.sandbox_id, gone)
         except Exception:
-            return False
-        return False
+            return exc
+        if str(getattr(info.state, "value", info.state)) == "paused":
+            self._connected.pop(record.sandbox_id, None)
+            return _Paused(f"E2B paused sandbox {record.sandbox_id} (its timeout)")
+        return exc
+
+    async def _in_sandbox(self, record: SandboxRecord, op: Callable[[Any], Awaitable[T]]) -> T:
+        """One call to the sandbox's daemons, resuming it once if E2B had paused it."""
+        for attempt in range(2):
+            sandbox = await self._sandbox(record)
+            try:
+                with self._translated(record.sandbox_id):
+                    return await op(sandbox)
+            except ProviderError as exc:
+                err = await self._recheck(record, exc)
+                if isinstance(err, _Paused) and attempt == 0:
+                    continue
+                raise err from exc
+        raise AssertionError("unreachable")
 
     # ------------------------------------------------------------------ create
 
@@ -254,36 +278,47 @@ class E2BAdapter(ComputeAdapter):
         self, record: SandboxRecord, request: ExecRequest
     ) -> AsyncGenerator[ExecEvent, None]:
         """Output as E2B streams it; the last event is ``exit``. Closing early stops the run
-        (the command is killed; a Python cell's context is restarted)."""
+        (the command is killed; a Python cell's context is restarted). A sandbox E2B paused
+        is resumed and the run retried once, if nothing of it ran yet."""
         timeout_s = self._timeout(request.timeout_s)
         cwd = _remote_path(request.cwd, field="cwd") if request.cwd else None
-        sandbox = await self._sandbox(record)
-        queue: asyncio.Queue[ExecEvent] = asyncio.Queue()
-        if request.language == "python":
-            work = self._python(sandbox, record, request, timeout_s, queue.put_nowait)
-        else:
-            work = self._command(sandbox, record, request, timeout_s, cwd, queue.put_nowait)
         started = time.perf_counter()
-        task = asyncio.create_task(work)
-        try:
-            while True:
-                getter = asyncio.ensure_future(queue.get())
-                await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
-                if getter.done():
-                    yield getter.result()
+        for attempt in range(2):
+            yielded = False
+            sandbox = await self._sandbox(record)
+            queue: asyncio.Queue[ExecEvent] = asyncio.Queue()
+            if request.language == "python":
+                work = self._python(sandbox, record, request, timeout_s, queue.put_nowait)
+            else:
+                work = self._command(sandbox, record, request, timeout_s, cwd, queue.put_nowait)
+            task = asyncio.create_task(work)
+            try:
+                while True:
+                    getter = asyncio.ensure_future(queue.get())
+                    await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+                    if getter.done():
+                        yielded = True
+                        yield getter.result()
+                        continue
+                    getter.cancel()
+                    while not queue.empty():
+                        yielded = True
+                        yield queue.get_nowait()
+                    break
+                result = await task
+            except ProviderError as exc:
+                err = await self._recheck(record, exc)
+                if isinstance(err, _Paused) and attempt == 0 and not yielded:
                     continue
-                getter.cancel()
-                while not queue.empty():
-                    yield queue.get_nowait()
-                break
-            result = await task
-        finally:
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, CerverError):
-                    await task
-        result.duration_ms = (time.perf_counter() - started) * 1000
-        yield ExecEvent(type="exit", result=result)
+                raise err from exc
+            finally:
+                if not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, CerverError):
+                        await task
+            result.duration_ms = (time.perf_counter() - started) * 1000
+            yield ExecEvent(type="exit", result=result)
+            return
 
     async def _command(
         self, sandbox: Any, record: SandboxRecord, request: ExecRequest, timeout_s: float,
@@ -299,7 +334,8 @@ class E2BAdapter(ComputeAdapter):
         if len(command.encode()) > MAX_INLINE_CODE:
             ext = "js" if request.language == "node" else "sh"
             script = f"{HOME}/.cerver/run-{secrets.token_hex(6)}.{ext}"
-            await self._write(sandbox, record, script, request.code.encode())
+            with self._translated(record.sandbox_id):
+                await sandbox.files.write(script, request.code.encode(), use_octet_stream=True)
             command = f"{'node' if ext == 'js' else 'bash'} {shlex.quote(script)}"
         out: list[str] = []
         err: list[str] = []
@@ -327,9 +363,7 @@ class E2BAdapter(ComputeAdapter):
                 await handle.kill()
         except e2b.CommandExitException as exc:
             exit_code = exc.exit_code
-        except Exception as exc:
-            if await self._gone(record.sandbox_id):
-                raise self._lost(record.sandbox_id, exc) from exc
+        except Exception:
             with self._translated(record.sandbox_id):
                 raise
         finally:
@@ -381,10 +415,6 @@ class E2BAdapter(ComputeAdapter):
                 exit_code=TIMEOUT_EXIT_CODE, timed_out=True, error=note,
                 interpreter_restarted=True,
             )  # fmt: skip
-        except ProviderError as exc:
-            if not isinstance(exc, SandboxLost) and await self._gone(record.sandbox_id):
-                raise self._lost(record.sandbox_id, exc) from exc
-            raise
         result = ExecResult(stdout="".join(out), stderr="".join(err))
         if execution.error is not None:
             tb = execution.error.traceback or f"{execution.error.name}: {execution.error.value}"
@@ -416,10 +446,6 @@ class E2BAdapter(ComputeAdapter):
 
     # ------------------------------------------------------------------ files
 
-    async def _write(self, sandbox: Any, record: SandboxRecord, path: str, data: bytes) -> None:
-        with self._translated(record.sandbox_id):
-            await sandbox.files.write(path, data, use_octet_stream=True)
-
     async def write_file(self, record: SandboxRecord, path: str, data: bytes) -> None:
         remote = _remote_path(path)
         if len(data) > self.settings.max_file_bytes:
@@ -427,13 +453,14 @@ class E2BAdapter(ComputeAdapter):
                 f"file is {len(data)} bytes; the limit is {self.settings.max_file_bytes}",
                 details={"limit": self.settings.max_file_bytes},
             )
-        await self._write(await self._sandbox(record), record, remote, bytes(data))
+        payload = bytes(data)
+        await self._in_sandbox(
+            record, lambda sb: sb.files.write(remote, payload, use_octet_stream=True)
+        )
 
     async def read_file(self, record: SandboxRecord, path: str) -> bytes:
         remote = _remote_path(path)
-        sandbox = await self._sandbox(record)
-        with self._translated(record.sandbox_id):
-            data = await sandbox.files.read(remote, format="bytes")
+        data = await self._in_sandbox(record, lambda sb: sb.files.read(remote, format="bytes"))
         if len(data) > self.settings.max_file_bytes:
             raise PayloadTooLarge(
                 f"{path!r} is {len(data)} bytes; the limit is {self.settings.max_file_bytes}",
