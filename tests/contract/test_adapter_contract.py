@@ -45,7 +45,7 @@ Factory = Callable[[Path, pytest.FixtureRequest], ComputeAdapter]
 
 
 @pytest.fixture(scope="module")
-def e2b_fake() -> Iterator[fake_e2b.FakeProcess]:
+def e2b_contract_fake() -> Iterator[fake_e2b.FakeProcess]:
     with fake_e2b.running() as fake:
         yield fake
         received = fake.received()
@@ -73,7 +73,7 @@ def _ray(tmp_path: Path, _request: pytest.FixtureRequest) -> ComputeAdapter:
 
 
 def _e2b(tmp_path: Path, request: pytest.FixtureRequest) -> ComputeAdapter:
-    fake: fake_e2b.FakeProcess = request.getfixturevalue("e2b_fake")
+    fake: fake_e2b.FakeProcess = request.getfixturevalue("e2b_contract_fake")
     settings = _settings(tmp_path).model_copy(
         update={"e2b_api_url": fake.url, "e2b_sandbox_url": fake.env["CERVER_E2B_SANDBOX_URL"]}
     )
