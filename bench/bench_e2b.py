@@ -28,9 +28,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench_local_adapter import summary, timed  # bench/ is the script's directory
 
 from cerver.adapters import registry
 from cerver.adapters.base import ExecRequest, SandboxSpec
@@ -39,17 +39,6 @@ from tests.fakes import e2b as fake_e2b
 
 RESULTS = Path(__file__).parent / "results" / "e2b.json"
 KEY = "e2b_bench_key"
-
-
-def summary(samples: list[float]) -> dict[str, float]:
-    p50, p95, p99 = np.percentile(np.array(samples), [50, 95, 99])
-    return {"n": len(samples), "p50_ms": p50, "p95_ms": p95, "p99_ms": p99}
-
-
-async def timed(op: Callable[[], Awaitable[Any]]) -> tuple[float, Any]:
-    start = time.perf_counter()
-    value = await op()
-    return (time.perf_counter() - start) * 1000, value
 
 
 async def first_event_ms(start_stream: Callable[[asyncio.Event], Awaitable[Any]]) -> float:
