@@ -13,6 +13,7 @@ SCRIPTS = [
     "bench_sandbox_api.py",
     "bench_gateway.py",
     "bench_sessions.py",
+    "bench_e2b.py",
 ]
 
 

@@ -22,6 +22,9 @@ DEFAULT_MAX_BODY_BYTES = 1 * 1024 * 1024
 DEFAULT_OUTPUT_LIMIT_BYTES = 1 * 1024 * 1024
 DEFAULT_RUN_TIMEOUT_S = 60.0
 DEFAULT_MAX_RUN_TIMEOUT_S = 3600.0
+# E2B (the `e2b` provider, docs/providers.md): the real service unless pointed at a fake.
+DEFAULT_E2B_API_URL = "https://api.e2b.app"
+DEFAULT_E2B_TEMPLATE = "code-interpreter-v1"
 
 
 class ConfigError(ValueError):
@@ -156,6 +159,12 @@ class Settings(BaseModel):
     stress_job_ttl_s: float = 3600.0  # finished jobs are forgotten after this
     trusted_proxies: list[str] = []  # peers whose X-Forwarded-For the rate limiter believes
     # --- end of account caps ------------------------------------------------------------
+    # E2B: control-plane URL; sandbox URL ("" = E2B's own routing); template; how long a
+    # sandbox runs unused before E2B pauses it (state kept; the next run resumes it).
+    e2b_api_url: str = DEFAULT_E2B_API_URL
+    e2b_sandbox_url: str = ""
+    e2b_template: str = DEFAULT_E2B_TEMPLATE
+    e2b_timeout_s: int = 3600
 
     @property
     def sandboxes_dir(self) -> Path:
@@ -202,6 +211,10 @@ class Settings(BaseModel):
                 "CERVER_MAX_RUN_TIMEOUT_S", DEFAULT_MAX_RUN_TIMEOUT_S, minimum=1.0
             ),
             **_limits_from_env(),
+            e2b_api_url=_env_str("CERVER_E2B_API_URL", DEFAULT_E2B_API_URL),
+            e2b_sandbox_url=_env_str("CERVER_E2B_SANDBOX_URL", ""),
+            e2b_template=_env_str("CERVER_E2B_TEMPLATE", DEFAULT_E2B_TEMPLATE),
+            e2b_timeout_s=_env_int("CERVER_E2B_TIMEOUT_S", 3600, minimum=60),
         )
 
 

@@ -14,7 +14,8 @@
     ├── RateLimited                  429  rate_limited          (carries retry_after_s)
     │   └── LimitReached             429  limit_reached         (an account cap; names it)
     └── ProviderError                502  provider_error        (a provider failed us)
-        └── SandboxLost              502  sandbox_lost
+        ├── SandboxLost              502  sandbox_lost
+        └── ProviderAuthFailed       502  provider_auth_failed  (the provider refused our key)
 
 Structured data travels in keyword-only fields (``details``); nothing parses messages back.
 Adapters translate vendor errors at their edge with ``raise ... from exc``.
@@ -117,3 +118,7 @@ class ProviderError(CerverError):
 
 class SandboxLost(ProviderError):
     code = "sandbox_lost"
+
+
+class ProviderAuthFailed(ProviderError):
+    code = "provider_auth_failed"

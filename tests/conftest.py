@@ -16,8 +16,13 @@ import httpx
 import pytest
 
 from cerver.config import Settings, prepare_home
+from tests.fakes import e2b as fake_e2b
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# The e2b tests' account key, as a name in the `env` secrets backend: set before Ray starts
+# so the server's actors inherit it (tests/integration/test_e2b_swap.py).
+E2B_TEST_KEY_REF = "CERVER_TEST_E2B_API_KEY"
+os.environ.setdefault(E2B_TEST_KEY_REF, "e2b_test_" + os.urandom(8).hex())
 
 
 def free_port() -> int:
@@ -50,7 +55,14 @@ def ray_runtime() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def server_settings() -> Settings:
+def e2b_fake() -> Iterator[fake_e2b.FakeProcess]:
+    """The fake E2B (tests/fakes/e2b.py) the shared server's `e2b` provider talks to."""
+    with fake_e2b.running() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def server_settings(e2b_fake: fake_e2b.FakeProcess) -> Settings:
     home = make_home()
     settings = Settings(
         home=home,
@@ -63,6 +75,8 @@ def server_settings() -> Settings:
         max_run_timeout_s=120.0,
         # Small enough that tests/integration/test_hibernation.py can reach it.
         max_live_sessions_per_account=6,
+        e2b_api_url=e2b_fake.url,
+        e2b_sandbox_url=e2b_fake.env["CERVER_E2B_SANDBOX_URL"],
     )
     prepare_home(settings)
     return settings

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +24,7 @@ from cerver.adapters.base import (
 )
 from cerver.config import Settings
 from cerver.errors import BadRequest, CerverError
+from tests.fakes import e2b as fake_e2b
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("ray_runtime")]
 
@@ -40,8 +41,24 @@ def _settings(tmp_path: Path, isolation: str = "auto") -> Settings:
     )
 
 
-def _local(isolation: str) -> Callable[[Path], ComputeAdapter]:
-    def make(tmp_path: Path) -> ComputeAdapter:
+Factory = Callable[[Path, pytest.FixtureRequest], ComputeAdapter]
+
+
+@pytest.fixture(scope="module")
+def e2b_contract_fake() -> Iterator[fake_e2b.FakeProcess]:
+    with fake_e2b.running() as fake:
+        yield fake
+        received = fake.received()
+    # What E2B saw: the account's key on every control-plane call, the sandbox's own
+    # access token (never the account key) on every envd call.
+    api = [r for r in received if r["sandbox_id"] is None]
+    envd = [r for r in received if r["port"] == "49983" and r["path"] != "/health"]
+    assert api and all(r["api_key"] == "e2b_contract_key" for r in api)
+    assert envd and all(r["access_token"] and r["api_key"] is None for r in envd)
+
+
+def _local(isolation: str) -> Factory:
+    def make(tmp_path: Path, _request: pytest.FixtureRequest) -> ComputeAdapter:
         if isolation == "bwrap" and shutil.which("bwrap") is None:
             pytest.skip("bubblewrap is not installed here (CI installs it)")
         return registry.get("local")(_settings(tmp_path, isolation))
@@ -49,17 +66,26 @@ def _local(isolation: str) -> Callable[[Path], ComputeAdapter]:
     return make
 
 
-def _ray(tmp_path: Path) -> ComputeAdapter:
+def _ray(tmp_path: Path, _request: pytest.FixtureRequest) -> ComputeAdapter:
     # Host actors run in Ray: the module's `ray_runtime` fixture has connected this process.
     settings = _settings(tmp_path).model_copy(update={"ray_namespace": "cerver-test"})
     return registry.get("ray")(settings)
 
 
+def _e2b(tmp_path: Path, request: pytest.FixtureRequest) -> ComputeAdapter:
+    fake: fake_e2b.FakeProcess = request.getfixturevalue("e2b_contract_fake")
+    settings = _settings(tmp_path).model_copy(
+        update={"e2b_api_url": fake.url, "e2b_sandbox_url": fake.env["CERVER_E2B_SANDBOX_URL"]}
+    )
+    return registry.get("e2b")(settings, {"e2b_api_key": "e2b_contract_key"})
+
+
 # Contract cases: (provider, factory). A provider may have several (e.g. isolation modes).
-CASES: dict[str, tuple[str, Callable[[Path], ComputeAdapter]]] = {
+CASES: dict[str, tuple[str, Factory]] = {
     "local-bwrap": ("local", _local("bwrap")),
     "local-rlimits": ("local", _local("rlimits")),
     "ray": ("ray", _ray),
+    "e2b": ("e2b", _e2b),
 }
 
 
@@ -76,7 +102,7 @@ async def adapter(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     if case not in CASES:
         pytest.skip(f"provider {case!r} has no contract fixture in CASES yet")
     provider, factory = CASES[case]
-    instance = factory(tmp_path)
+    instance = factory(tmp_path, request)
     assert instance.name == provider
     yield instance
     await instance.close()

@@ -1,0 +1,90 @@
+"""The docs' compute swap, over HTTP, onto E2B and back: real Ray + Serve, the shared
+server's `e2b` provider pointed at the fake E2B (tests/fakes/e2b.py), the official SDK
+in between. The account's E2B key is a reference into the `env` secrets backend."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from cerver.store import Store
+from tests.conftest import E2B_TEST_KEY_REF
+from tests.fakes.e2b import FakeProcess
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.timeout(120),
+    # The swap provisions with the account's credentials, but the session's runs and its
+    # release still use one credential-less adapter per provider: issue 9 (`seams`) builds
+    # adapters per (provider, account). Un-skip when that is on main.
+    pytest.mark.skip(reason="runs need adapters built per (provider, account): issue 9"),
+]
+
+
+@pytest.fixture(scope="module")
+def e2b_api(server: str, store: Store) -> Iterator[httpx.Client]:
+    """An account of its own (so others' provider lists stay as they are), with e2b
+    credentials registered as a reference to a secret name."""
+    account = store.accounts.get_or_create("e2b-swapper")
+    store.credentials.put(account.id, "e2b", {"e2b_api_key": E2B_TEST_KEY_REF})
+    token = store.accounts.issue_token(account.id)
+    with httpx.Client(
+        base_url=server, headers={"Authorization": f"Bearer {token}"}, timeout=60
+    ) as client:
+        yield client
+
+
+def test_swap_local_to_e2b_and_back_keeps_the_transcript(
+    e2b_api: httpx.Client, e2b_fake: FakeProcess
+) -> None:
+    api = e2b_api
+    r = api.post("/v2/sessions", json={"session_name": "swap", "compute": {"provider": "local"}})
+    assert r.status_code == 201, r.text
+    sid, local_compute = r.json()["session_id"], r.json()["compute_id"]
+    assert api.post(f"/v2/sessions/{sid}/run", json={"code": "echo on local"}).json()["stdout"]
+
+    # The docs' call, verbatim body.
+    r = api.post(f"/v2/sessions/{sid}/compute", json={"compute": {"provider": "e2b"}})
+    assert r.status_code == 200, r.text
+    on_e2b = r.json()
+    assert on_e2b["provider"] == "e2b" and on_e2b["compute_id"] != local_compute
+    e2b_sandbox = on_e2b["sandbox_id"]
+
+    out = api.post(f"/v2/sessions/{sid}/run", json={"code": "total = 20 + 1", "language": "python"})
+    assert out.status_code == 200, out.text
+    out = api.post(
+        f"/v2/sessions/{sid}/run", json={"code": "print(total * 2)", "language": "python"}
+    ).json()
+    assert out["stdout"] == "42\n" and out["compute_id"] == on_e2b["compute_id"]
+    shell = api.post(f"/v2/sessions/{sid}/run", json={"code": "echo on e2b"}).json()
+    assert shell["stdout"] == "on e2b\n" and shell["exit_code"] == 0
+
+    # E2B received the account's key (resolved from the secrets backend) on the create,
+    # and the runs reached the sandbox E2B made.
+    received = e2b_fake.received()
+    creates = [q for q in received if q["method"] == "POST" and q["path"] == "/v2/sandboxes"]
+    assert creates and creates[-1]["api_key"] == os.environ[E2B_TEST_KEY_REF]
+    runs = [q for q in received if q["path"] in ("/execute", "/process.Process/Start")]
+    assert {q["sandbox_id"] for q in runs} >= {e2b_sandbox}
+
+    # And back.
+    r = api.post(f"/v2/sessions/{sid}/compute", json={"compute": {"provider": "local"}})
+    assert r.status_code == 200, r.text
+    assert r.json()["provider"] == "local"
+    back = api.post(f"/v2/sessions/{sid}/run", json={"code": "echo home"}).json()
+    assert back["stdout"] == "home\n"
+
+    entries = api.get(f"/v2/sessions/{sid}", params={"full": 1}).json()["transcript"]
+    codes = [e["content"].get("code") for e in entries if e["type"] == "exec"]
+    assert codes == [
+        "echo on local", "total = 20 + 1", "print(total * 2)", "echo on e2b", "echo home",
+    ]  # fmt: skip
+    swaps = [e for e in entries if e["type"] == "compute" and e["content"]["reason"] == "swap"]
+    assert len(swaps) == 2
+    assert api.delete(f"/v2/sessions/{sid}").status_code == 200
+    # Swapping away (or closing) released the E2B sandbox at E2B.
+    kills = [q for q in e2b_fake.received() if q["method"] == "DELETE"]
+    assert any(q["path"] == f"/sandboxes/{e2b_sandbox}" for q in kills)
