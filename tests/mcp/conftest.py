@@ -37,10 +37,12 @@ def infisical_env(fake: FakeInfisical, **extra: str) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def mcp_client(env: dict[str, str], errlog: Path) -> AsyncIterator[ClientSession]:
+async def mcp_client(
+    env: dict[str, str], errlog: Path, command: str = CERVER_MCP
+) -> AsyncIterator[ClientSession]:
     """`cerver-mcp` spawned with ``env`` (on top of the SDK's safe defaults: PATH, HOME...),
     initialized; its stderr goes to ``errlog`` so tests can read what it logged."""
-    params = StdioServerParameters(command=CERVER_MCP, env=env)
+    params = StdioServerParameters(command=command, env=env)
     with errlog.open("a") as err:
         async with (
             stdio_client(params, errlog=err) as (read, write),
