@@ -8,19 +8,23 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: serve test check pytest bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/cerver-mcp/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e ".[dev]"
+	# The cerver-mcp client (its own distribution, never imported by the server): its tests
+	# spawn the `cerver-mcp` it installs.
+	$(BIN)/pip install -q -e ./clients/cerver-mcp
 	touch $(STAMP)
 
 serve: $(STAMP)
 	$(BIN)/cerver serve
 
 check: $(STAMP)
-	$(BIN)/ruff check cerver tests bench
-	$(BIN)/ruff format --check cerver tests bench
+	$(BIN)/ruff check cerver tests bench clients
+	$(BIN)/ruff format --check cerver tests bench clients
 	$(BIN)/mypy
+	$(BIN)/mypy clients/cerver-mcp/src
 
 # tests/cluster starts its own multi-node Ray cluster: it runs in its own pytest process,
 # once with a SQLite store and once with PostgreSQL.

@@ -1,0 +1,3 @@
+from cerver_mcp.cli import main
+
+main()
