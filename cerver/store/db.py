@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +30,38 @@ _POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 _PSYCOPG_SCHEME = "postgresql+psycopg://"
 
 
+# How long a connection waits for another process's lock (busy timeout), and for the
+# one-time switch of a fresh file to WAL.
+SQLITE_BUSY_MS = 10_000
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")  # before anything takes a lock
+    _sqlite_wal(cursor)
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _sqlite_wal(cursor: Any) -> None:
+    """Put the file in WAL mode (persistent: done once per file, then only read back).
+
+    Switching a fresh file to WAL needs its exclusive lock, and SQLite answers "database is
+    locked" at once, without its busy handler, when another process holds a lock on it
+    (several processes opening one fresh store together: Serve replicas, session hosts).
+    So the switch is retried until the busy timeout is spent."""
+    deadline = time.monotonic() + SQLITE_BUSY_MS / 1000.0
+    delay = 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL").fetchall()  # ":memory:" answers "memory"
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
 
 
 def _finite(value: Any) -> Any:
@@ -79,7 +106,7 @@ def new_engine(url: str) -> Engine:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
             url,
-            connect_args={"check_same_thread": False, "timeout": 10},
+            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_MS / 1000.0},
             pool_size=8,
             json_serializer=json_dumps,
         )
