@@ -201,10 +201,17 @@ class Supervisor:
         self._ready: asyncio.Future[None] | None = None
         self._lock = asyncio.Lock()
         self.fault: str | None = None  # why the last supervisor was killed, if we killed it
+        self._armed = False  # the shell template ("A") was sent: runs may be opened
+
+    @property
+    def _running(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None and self._reader is not None
 
     @property
     def alive(self) -> bool:
-        return self._proc is not None and self._proc.returncode is None and self._reader is not None
+        # Not before the shell template was sent: a run opened earlier (a second caller while
+        # the first starts it) reached the supervisor unarmed and failed with KeyError 'bash'.
+        return self._armed and self._running
 
     @property
     def pid(self) -> int | None:
@@ -222,6 +229,7 @@ class Supervisor:
 
     async def _start(self) -> None:
         await self.stop()
+        self._armed = False
         launch = self._build(supervisor_argv(self._python))
         proc = await spawn(launch, stdin=asyncio.subprocess.PIPE)
         self._proc, self._pidns = proc, launch.pidns
@@ -234,6 +242,7 @@ class Supervisor:
             await self.stop()
             raise ProviderError(f"the sandbox supervisor did not start: {exc}") from exc
         self.send(b"A", 0, json.dumps(dataclasses.asdict(self._shell)).encode())
+        self._armed = True
 
     async def stop(self, note: str | None = None) -> None:
         """Kill the supervisor and every run of it; ``note`` says why, to those runs."""
@@ -302,7 +311,7 @@ class Supervisor:
 
     def send(self, kind: bytes, chan: int, payload: bytes = b"") -> None:
         proc = self._proc
-        if not self.alive or proc is None or proc.stdin is None or proc.stdin.is_closing():
+        if not self._running or proc is None or proc.stdin is None or proc.stdin.is_closing():
             return
         proc.stdin.write(HEADER.pack(kind, chan, len(payload)) + payload)
 
