@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from typing import Annotated
 
 import typer
@@ -78,10 +79,38 @@ def serve(
         stop.wait()
     finally:
         typer.echo("shutting down")
-        try:
-            ray_serve.shutdown()
-        finally:
-            ray.shutdown()
+        _shut_down(own_cluster=not address)
+
+
+# SIGTERM to `cerver serve` ends it within this budget, whatever its sandboxes are doing.
+SHUTDOWN_BUDGET_S = 8.0
+
+
+def _shut_down(*, own_cluster: bool) -> None:
+    """Stop serving, fast and without leftovers.
+
+    A Ray this process started is all ours: Serve's own graceful drain (which waited 30 s
+    for its controller) is skipped, Ray's processes are stopped, and every process still
+    below this one (sandbox processes that are stopped or hung included) is killed. On a
+    cluster this process only joined, the Serve app is shut down (bounded) and Ray is left
+    running for the others."""
+    import ray
+    from ray import serve as ray_serve
+
+    from cerver import process_tree
+
+    deadline = time.monotonic() + SHUTDOWN_BUDGET_S
+    if not own_cluster:
+        stopper = threading.Thread(target=ray_serve.shutdown, daemon=True)
+        stopper.start()
+        stopper.join(timeout=SHUTDOWN_BUDGET_S - 1.0)
+        ray.shutdown()
+        return
+    process_tree.adopt_orphans()
+    ray.shutdown()
+    left = process_tree.kill_descendants(timeout_s=max(0.5, deadline - time.monotonic()))
+    if left:
+        typer.echo(f"warning: {len(left)} processes could not be stopped: {sorted(left)}", err=True)
 
 
 @token_app.command("create")
