@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cerver.adapters.base import Language, Resources, check_env
+from cerver.gateway.models import Policy, RepoInfo, Requirements
 
 HARNESSES = ("openai", "anthropic", "openai-compatible", "none")
 
@@ -47,12 +48,13 @@ class CreateSession(Strict):
     compute: ComputeChoice | None = None
     harness: str | None = None
     runtime: Language | None = None
-    # Long form: routed through /gateway/recommend.
+    # Long form: routed through /gateway/recommend, validated here by its own models so a
+    # bad nested field is a 422 that names it (body.policy.mode, ...).
     task: str | None = None
     workload: str | None = None
-    repo: dict[str, Any] | None = None
-    requirements: dict[str, Any] | None = None
-    policy: dict[str, Any] | None = None
+    repo: RepoInfo | None = None
+    requirements: Requirements | None = None
+    policy: Policy | None = None
 
     @field_validator("harness")
     @classmethod

@@ -1,14 +1,16 @@
 """Calling the actor that owns an entity (a session, a sandbox) from a Serve replica, with
 the retries every caller needs: wait while the actor restarts, look it up again when it
 moved, and unwrap our own errors from Ray's wrappers. Subclasses say how an entity's actor
-is found (``_resolve``) and what arguments its methods take first (``_lead``)."""
+is found (``_resolve``) and what arguments its methods take first (``_lead``), and give
+their callers typed methods; a method of the actor is named by a selector such as
+``lambda host: host.run``, never by a string."""
 
 from __future__ import annotations
 
 import abc
 import asyncio
 from collections import OrderedDict
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import ray
@@ -20,6 +22,9 @@ from cerver.errors import CerverError, ProviderError
 _CACHE_SIZE = 4096
 _MAX_ATTEMPTS = 100
 _RETRY_SLEEP_S = 0.05
+
+# Picks the actor method to call from a handle: ``lambda host: host.run``.
+Method = Callable[[ActorHandle], Any]
 
 
 class ComputeHostRestarted(ProviderError):
@@ -67,13 +72,13 @@ class ActorCaller(abc.ABC):
     def forget(self, entity_id: str) -> None:
         self._handles.pop(entity_id, None)
 
-    async def call(self, entity_id: str, owner: str, method: str, *args: Any) -> Any:
+    async def _call(self, entity_id: str, owner: str, method: Method, *args: Any) -> Any:
         retried_dead = False
         for _attempt in range(_MAX_ATTEMPTS):
             was_cached = entity_id in self._handles
             handle = await self.handle(entity_id, owner)
             try:
-                return await getattr(handle, method).remote(*self._lead(entity_id), *args)
+                return await method(handle).remote(*self._lead(entity_id), *args)
             except RayTaskError as exc:
                 cause = unwrap(exc)
                 if isinstance(cause, Moved):
@@ -96,11 +101,11 @@ class ActorCaller(abc.ABC):
                 ) from None
         raise ComputeHostRestarted(f"{entity_id} is still restarting; retry in a few seconds")
 
-    async def stream(
-        self, entity_id: str, owner: str, method: str, *args: Any
+    async def _stream(
+        self, entity_id: str, owner: str, method: Method, *args: Any
     ) -> AsyncGenerator[Any, None]:
         handle = await self.handle(entity_id, owner)
-        gen = getattr(handle, method).remote(*self._lead(entity_id), *args)
+        gen = method(handle).remote(*self._lead(entity_id), *args)
         finished = False
         try:
             async for ref in gen:

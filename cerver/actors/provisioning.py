@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any
 
-from cerver import secrets
 from cerver.adapters import registry
-from cerver.adapters.access import SELF_HOSTED, executable_providers
+from cerver.adapters.access import SELF_HOSTED, check_executable, compute_unavailable
 from cerver.adapters.base import ComputeAdapter, SandboxRecord, SandboxSpec
 from cerver.adapters.catalog import get_profile
+from cerver.adapters.credentials import credentials_for
 from cerver.config import Settings
 from cerver.errors import CerverError, ComputeUnavailable, Conflict, NotFound, ProviderError
 from cerver.models import ComputeChoice
@@ -33,50 +32,43 @@ class Provisioned:
     price_per_hour_usd: float
 
 
-def compute_unavailable(
-    settings: Settings, store: Store, account_id: str, message: str, *, runtime: str | None = None
-) -> ComputeUnavailable:
-    """A 409 that says what the account *can* use, with a recommendation among those."""
-    usable = sorted(executable_providers(settings, store, account_id))
-    details: dict[str, Any] = {"usable_providers": usable}
-    details["recommendation"] = recommend_for(usable, runtime)
-    hint = (
-        f"usable here: {', '.join(usable)}; for example send "
-        f'{{"compute": {{"provider": "{usable[0]}"}}}}'
-        if usable
-        else "register a provider with POST /v2/account/providers or connect a relay"
-    )
-    return ComputeUnavailable(f"{message}; {hint}", details=details)
-
-
-def recommend_for(usable: list[str], runtime: str | None) -> dict[str, Any] | None:
-    from cerver.adapters.catalog import all_profiles
-    from cerver.gateway.models import RecommendRequest
-    from cerver.gateway.recommend import recommend
-
-    body: dict[str, Any] = {"task": "session compute", "policy": {"mode": "balanced"}}
-    if runtime in ("python", "node"):
-        body["requirements"] = {"runtime": runtime}
-    try:
-        rec = recommend(RecommendRequest.model_validate(body), all_profiles(), set(usable))
-    except CerverError as exc:
-        return {"recommended_provider": None, "error": exc.to_body()["error"]}
-    return rec.model_dump(mode="json")
-
-
 class Provisioner:
+    """Adapter handles and the compute lifecycle for the sessions/sandboxes of one process.
+
+    ``adapter(provider, account_id)`` is the handle every operation on a sandbox uses
+    (create, run, stream, install, files, state, liveness, suspend, release). It is built
+    per (provider, account) with that account's credentials, resolved at each call
+    (``cerver.adapters.credentials``) so a rotated secret takes effect; an instance is kept
+    while the credentials it was built with are current. Self-hosted providers take no
+    credentials: one instance per process serves every account (it holds the warm pool and
+    the in-process state of its sandboxes).
+    """
+
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
         self.store = store
-        self._adapters: dict[str, ComputeAdapter] = {}
+        self._adapters: dict[tuple[str, str | None], ComputeAdapter] = {}
+        self._retired: list[ComputeAdapter] = []
 
-    def adapter(self, provider: str) -> ComputeAdapter:
+    async def adapter(self, provider: str, account_id: str) -> ComputeAdapter:
         name = registry.canonical(provider)
-        adapter = self._adapters.get(name)
-        if adapter is None:
-            adapter = registry.get(name)(self.settings, {})
-            self._adapters[name] = adapter
-        return adapter
+        if name in SELF_HOSTED:
+            return self._instance(name, None, {})
+        values = await credentials_for(self.settings, self.store, account_id, name)
+        return self._instance(name, account_id if values else None, values)
+
+    def _instance(
+        self, name: str, account_id: str | None, values: dict[str, str]
+    ) -> ComputeAdapter:
+        key = (name, account_id)
+        found = self._adapters.get(key)
+        if found is not None and found.credentials == values:
+            return found
+        if found is not None:
+            self._retired.append(found)  # rotated: calls in flight finish on the old one
+        fresh = registry.get(name)(self.settings, values)
+        self._adapters[key] = fresh
+        return fresh
 
     async def warm(self, count: int) -> None:
         """Pre-provision sandboxes of the self-hosted providers in this process."""
@@ -84,10 +76,10 @@ class Provisioner:
             return
         for provider in SELF_HOSTED:
             if self.settings.local_provider and registry.has_adapter(provider):
-                await self.adapter(provider).warm(count)
+                await self._instance(provider, None, {}).warm(count)
 
-    def no_compute_error(self, row: SessionRow) -> ComputeUnavailable:
-        return compute_unavailable(
+    async def no_compute_error(self, row: SessionRow) -> ComputeUnavailable:
+        return await compute_unavailable(
             self.settings,
             self.store,
             row.account_id,
@@ -136,21 +128,10 @@ class Provisioner:
         session_id: str | None,
         compute_id: str | None,
     ) -> Provisioned:
-        provider = registry.canonical(choice.provider or "")
-        usable = await asyncio.to_thread(
-            executable_providers, self.settings, self.store, account_id
+        provider = await check_executable(
+            self.settings, self.store, account_id, choice.provider or "", runtime=runtime
         )
-        if provider not in usable:
-            get_profile(provider)  # an unknown name is a 400 that lists the valid ones
-            raise compute_unavailable(
-                self.settings,
-                self.store,
-                account_id,
-                f"this account cannot execute on {provider!r} here (no adapter, credentials "
-                "or compute for it)",
-                runtime=runtime,
-            )
-        adapter = await self._adapter_with_credentials(account_id, provider)
+        adapter = await self.adapter(provider, account_id)
         spec = SandboxSpec(
             account_id=account_id,
             runtime=runtime,  # type: ignore[arg-type]
@@ -207,7 +188,8 @@ class Provisioner:
         if compute.record is None:
             raise Conflict(f"compute {compute_id} is not ready (status {compute.status})")
         record = SandboxRecord.model_validate(compute.record)
-        if not await self.adapter(compute.provider).is_alive(record):
+        adapter = await self.adapter(compute.provider, row.account_id)
+        if not await adapter.is_alive(record):
             raise Conflict(f"compute {compute_id} no longer exists at {compute.provider}")
         await asyncio.to_thread(self.store.computes.update, compute_id, session_id=row.id)
         self._stop_sandbox_host(compute_id)
@@ -230,26 +212,19 @@ class Provisioner:
             return
         ray.kill(host, no_restart=True)
 
-    async def _adapter_with_credentials(self, account_id: str, provider: str) -> ComputeAdapter:
-        refs = await asyncio.to_thread(self.store.credentials.refs, account_id, provider)
-        if not refs:
-            return self.adapter(provider)
-        # Credentials differ per account: a fresh instance, never cached across accounts.
-        return registry.get(provider)(self.settings, secrets.resolve(provider, refs))
-
     async def _observe(self, provider: str, provision_ms: float) -> None:
-        from cerver.store.observations import Observations
-
-        observations = Observations(self.store.sessions.engine)
         await asyncio.to_thread(
-            observations.record, provider, "startup_ms", provision_ms, True, "session"
+            self.store.observations.record, provider, "startup_ms", provision_ms, True, "session"
         )
 
-    async def release(self, compute_id: str, record: SandboxRecord) -> None:
-        await self.adapter(record.provider).delete_sandbox(record)
+    async def release(self, compute_id: str, record: SandboxRecord, account_id: str) -> None:
+        adapter = await self.adapter(record.provider, account_id)
+        await adapter.delete_sandbox(record)
         await asyncio.to_thread(self.store.computes.release, compute_id)
 
     async def close(self) -> None:
-        for adapter in self._adapters.values():
-            await adapter.close()
+        adapters = [*self._adapters.values(), *self._retired]
         self._adapters.clear()
+        self._retired.clear()
+        for adapter in adapters:
+            await adapter.close()

@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from collections.abc import AsyncGenerator
+from typing import Any, cast
 
 from ray.actor import ActorHandle
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError
 
 from cerver.actors.calls import ActorCaller, ComputeHostRestarted, unwrap
+from cerver.actors.messages import Attached, SessionRun, SessionStreamItem
 from cerver.actors.session_directory import Overloaded, directory_handle
+from cerver.adapters.base import ExecRequest
 from cerver.config import Settings
+from cerver.models import ComputeChoice
 
 _DIRECTORY_RESTART_WAIT_S = 60.0
 
@@ -58,3 +62,24 @@ class SessionRouter(ActorCaller):
         handle = self._handles.pop(session_id, None)
         if handle is not None:
             await handle.abandon.remote(session_id)
+
+    # --- the session host's operations (``SessionHost`` in actors/session.py) --------------
+    async def attach(
+        self, session_id: str, owner: str, choice: ComputeChoice | None, reason: str
+    ) -> Attached:
+        found = await self._call(session_id, owner, lambda host: host.attach, choice, reason)
+        return cast(Attached, found)
+
+    async def run(
+        self, session_id: str, owner: str, request: ExecRequest, received_at: float
+    ) -> SessionRun:
+        found = await self._call(session_id, owner, lambda host: host.run, request, received_at)
+        return cast(SessionRun, found)
+
+    def run_stream(
+        self, session_id: str, owner: str, request: ExecRequest, received_at: float
+    ) -> AsyncGenerator[SessionStreamItem, None]:
+        return self._stream(session_id, owner, lambda host: host.run_stream, request, received_at)
+
+    async def close(self, session_id: str, owner: str) -> None:
+        await self._call(session_id, owner, lambda host: host.close)

@@ -17,14 +17,19 @@ import ray
 
 from cerver.actors.provisioning import Provisioner
 from cerver.adapters.base import (
+    ComputeAdapter,
+    ExecEvent,
     ExecRequest,
+    ExecResult,
     InstallRequest,
+    InstallResult,
     SandboxRecord,
+    SandboxState,
 )
 from cerver.config import Settings
 from cerver.errors import Conflict, NotFound
 from cerver.models import ComputeChoice
-from cerver.store import ComputeRow, Store
+from cerver.store import Store
 
 
 class SandboxCore:
@@ -35,17 +40,13 @@ class SandboxCore:
         self.provisioner = Provisioner(settings, self.store)
         self.last_used = time.monotonic()
 
-    async def create(self, account_id: str, choice: ComputeChoice, runtime: str) -> dict[str, Any]:
-        made = await self.provisioner.create(
+    async def create(self, account_id: str, choice: ComputeChoice, runtime: str) -> None:
+        await self.provisioner.create(
             account_id, choice, runtime=runtime, session_id=None, compute_id=self.compute_id
         )
-        return {
-            "provider": made.provider,
-            "record": made.record.model_dump(mode="json"),
-            "provision_time_ms": made.provision_time_ms,
-        }
 
-    async def _record(self) -> tuple[ComputeRow, SandboxRecord]:
+    async def sandbox(self) -> tuple[ComputeAdapter, SandboxRecord]:
+        """The adapter handle (with the owner's current credentials) and the sandbox."""
         self.last_used = time.monotonic()
         row = await asyncio.to_thread(self.store.computes.get, self.compute_id)
         if row is None or row.status == "released" or row.record is None:
@@ -55,19 +56,8 @@ class SandboxCore:
                 f"sandbox {self.compute_id} is attached to session {row.session_id}; use "
                 f"/v2/sessions/{row.session_id}/run"
             )
-        return row, SandboxRecord.model_validate(row.record)
-
-    async def call(self, op: str, *args: Any) -> Any:
-        row, record = await self._record()
-        adapter = self.provisioner.adapter(row.provider)
-        method = getattr(adapter, op)
-        return await method(record, *args)
-
-    async def stream(self, request: ExecRequest) -> AsyncIterator[dict[str, Any]]:
-        row, record = await self._record()
-        adapter = self.provisioner.adapter(row.provider)
-        async for event in adapter.run_stream(record, request):
-            yield event.model_dump(exclude_none=True)
+        adapter = await self.provisioner.adapter(row.provider, row.account_id)
+        return adapter, SandboxRecord.model_validate(row.record)
 
     async def delete(self) -> None:
         """Release the compute, unless a session has adopted it: the session's host owns it
@@ -77,13 +67,15 @@ class SandboxCore:
             return
         if row.record is not None:
             await self.provisioner.release(
-                self.compute_id, SandboxRecord.model_validate(row.record)
+                self.compute_id, SandboxRecord.model_validate(row.record), row.account_id
             )
         await self.provisioner.close()
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
 class SandboxActor:
+    """Each method is one operation of the adapter contract on this actor's sandbox."""
+
     def __init__(self, settings: Settings, compute_id: str) -> None:
         self.core = SandboxCore(settings, compute_id)
         self._reaper = asyncio.get_event_loop().create_task(self._reap(settings.sandbox_idle_s))
@@ -95,32 +87,37 @@ class SandboxActor:
                 await self.core.delete()
                 ray.actor.exit_actor()
 
-    async def create(self, account_id: str, choice: ComputeChoice, runtime: str) -> dict[str, Any]:
-        return await self.core.create(account_id, choice, runtime)
+    async def create(self, account_id: str, choice: ComputeChoice, runtime: str) -> None:
+        await self.core.create(account_id, choice, runtime)
 
-    async def run(self, request: ExecRequest) -> dict[str, Any]:
-        result = await self.core.call("run", request)
-        return dict(result.model_dump())
+    async def run(self, request: ExecRequest) -> ExecResult:
+        adapter, record = await self.core.sandbox()
+        return await adapter.run(record, request)
 
-    async def run_stream(self, request: ExecRequest) -> AsyncIterator[dict[str, Any]]:
-        async for item in self.core.stream(request):
-            yield item
+    async def run_stream(self, request: ExecRequest) -> AsyncIterator[ExecEvent]:
+        adapter, record = await self.core.sandbox()
+        async for event in adapter.run_stream(record, request):
+            yield event
 
-    async def install(self, request: InstallRequest) -> dict[str, Any]:
-        return dict((await self.core.call("install_package", request)).model_dump())
+    async def install(self, request: InstallRequest) -> InstallResult:
+        adapter, record = await self.core.sandbox()
+        return await adapter.install_package(record, request)
 
     async def write_file(self, path: str, data: bytes) -> None:
-        await self.core.call("write_file", path, data)
+        adapter, record = await self.core.sandbox()
+        await adapter.write_file(record, path, data)
 
     async def read_file(self, path: str) -> bytes:
-        data: bytes = await self.core.call("read_file", path)
-        return data
+        adapter, record = await self.core.sandbox()
+        return await adapter.read_file(record, path)
 
-    async def get_state(self) -> dict[str, Any]:
-        return dict((await self.core.call("get_state")).model_dump())
+    async def get_state(self) -> SandboxState:
+        adapter, record = await self.core.sandbox()
+        return await adapter.get_state(record)
 
-    async def set_state(self, state: dict[str, Any]) -> dict[str, Any]:
-        return dict((await self.core.call("set_state", state)).model_dump())
+    async def set_state(self, state: dict[str, Any]) -> SandboxState:
+        adapter, record = await self.core.sandbox()
+        return await adapter.set_state(record, state)
 
     async def delete(self) -> None:
         await self.core.delete()

@@ -20,8 +20,21 @@ import ray
 from ray.actor import ActorHandle
 
 from cerver.actors.calls import Moved
+from cerver.actors.messages import (
+    Attached,
+    SessionRun,
+    SessionStreamItem,
+    StreamExited,
+    StreamStarted,
+)
 from cerver.actors.provisioning import Provisioner
-from cerver.adapters.base import ExecEvent, ExecRequest, ExecResult, Resources, SandboxRecord
+from cerver.adapters.base import (
+    ComputeAdapter,
+    ExecRequest,
+    ExecResult,
+    Resources,
+    SandboxRecord,
+)
 from cerver.config import Settings
 from cerver.errors import CerverError, Conflict, ProviderError, SandboxLost, SessionClosed
 from cerver.metrics import MetricsState
@@ -97,9 +110,14 @@ class SessionCore:
             )
             self._restarted = False
         record = self._record
-        alive = record is None or await self.provisioner.adapter(record.provider).is_alive(record)
+        alive = record is None or await (await self._adapter(record)).is_alive(record)
         if record is not None and row.provider is not None and not alive:
             await self._replace_lost(row, record)
+
+    async def _adapter(self, record: SandboxRecord) -> ComputeAdapter:
+        """The handle for this session's sandbox, with its account's current credentials."""
+        assert self._row is not None
+        return await self.provisioner.adapter(record.provider, self._row.account_id)
 
     async def _replace_lost(self, row: SessionRow, lost: SandboxRecord) -> None:
         """The sandbox vanished while the session was not live: provision a new one on the
@@ -130,7 +148,7 @@ class SessionCore:
             row, record = self._row, self._record
             if row is None or record is None or row.status == "closed":
                 return
-            if not await self.provisioner.adapter(record.provider).is_alive(record):
+            if not await (await self._adapter(record)).is_alive(record):
                 await self._replace_lost(row, record)
 
     def _metrics(self) -> MetricsState:
@@ -151,7 +169,7 @@ class SessionCore:
         return seq
 
     # --- compute -------------------------------------------------------------------------
-    async def attach(self, choice: ComputeChoice | None, reason: str) -> dict[str, Any]:
+    async def attach(self, choice: ComputeChoice | None, reason: str) -> Attached:
         """Provision (or adopt) a compute and bind it; releases the previous one (a swap).
         On failure the previous compute stays bound and the transcript says what failed."""
         async with self._lock:
@@ -160,7 +178,7 @@ class SessionCore:
                 raise SessionClosed(f"session {self.session_id} is closed; create a new one")
             return await self._attach_locked(choice, reason)
 
-    async def _attach_locked(self, choice: ComputeChoice | None, reason: str) -> dict[str, Any]:
+    async def _attach_locked(self, choice: ComputeChoice | None, reason: str) -> Attached:
         assert self._row is not None
         row = self._row
         metrics = self._metrics()
@@ -209,13 +227,13 @@ class SessionCore:
             metrics,
         )
         if old[0] and old[1] is not None:
-            await self.provisioner.release(old[0], old[1])
-        return {
-            "provider": values["provider"],
-            "compute_id": values["compute_id"],
-            "sandbox_id": new.record.sandbox_id if new else None,
-            "isolation": new.record.isolation if new else None,
-        }
+            await self.provisioner.release(old[0], old[1], row.account_id)
+        return Attached(
+            provider=new.provider if new else None,
+            compute_id=new.compute_id if new else None,
+            sandbox_id=new.record.sandbox_id if new else None,
+            isolation=new.record.isolation if new else None,
+        )
 
     async def close(self) -> None:
         async with self._lock:
@@ -226,7 +244,7 @@ class SessionCore:
             now = time.time()
             metrics.detach(now)
             if row.compute_id and self._record is not None:
-                await self.provisioner.release(row.compute_id, self._record)
+                await self.provisioner.release(row.compute_id, self._record, row.account_id)
             await asyncio.to_thread(
                 self.store.sessions.update, self.session_id, status="closed", closed_at=now
             )
@@ -242,7 +260,7 @@ class SessionCore:
             if row.status == "closed":
                 return
             if self._record is not None:
-                await self.provisioner.adapter(self._record.provider).suspend(self._record)
+                await (await self._adapter(self._record)).suspend(self._record)
             await self._append(
                 "system",
                 {
@@ -262,12 +280,12 @@ class SessionCore:
         if row.status == "closed":
             raise SessionClosed(f"session {self.session_id} is closed; create a new session")
         if self._record is None or row.provider is None or row.compute_id is None:
-            raise self.provisioner.no_compute_error(row)
+            raise await self.provisioner.no_compute_error(row)
         return row, self._record
 
-    async def run(self, request: ExecRequest, received_at: float) -> dict[str, Any]:
+    async def run(self, request: ExecRequest, received_at: float) -> SessionRun:
         row, record = await self._ready()
-        adapter = self.provisioner.adapter(row.provider or "")
+        adapter = await self._adapter(record)
         try:
             result = await adapter.run(record, request)
         except ProviderError as exc:
@@ -285,28 +303,28 @@ class SessionCore:
         seq = await self._append(
             "exec", {**_exec_content(request), "result": _result_content(result)}, metrics
         )
-        return {
-            "result": result.model_dump(),
-            "seq": seq,
-            "provider": row.provider,
-            "compute_id": row.compute_id,
-            "latency_ms": latency_ms,
-        }
+        return SessionRun(
+            result=result,
+            seq=seq,
+            provider=row.provider or record.provider,
+            compute_id=row.compute_id or "",
+            latency_ms=latency_ms,
+        )
 
     async def run_stream(
         self, request: ExecRequest, received_at: float
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncIterator[SessionStreamItem]:
         row, record = await self._ready()
-        adapter = self.provisioner.adapter(row.provider or "")
+        adapter = await self._adapter(record)
         open_ms = (time.time() - received_at) * 1000.0
-        yield {"type": "start", "provider": row.provider, "stream_open_ms": open_ms}
+        yield StreamStarted(provider=row.provider or record.provider, stream_open_ms=open_ms)
         final: ExecResult | None = None
         try:
             async for event in adapter.run_stream(record, request):
                 if event.type == "exit":
                     final = event.result
                     continue
-                yield event.model_dump(exclude_none=True)
+                yield event
         except SandboxLost:
             self._lost = True
             raise
@@ -322,7 +340,7 @@ class SessionCore:
                 content["result"] = {"abandoned": True}
             seq = await asyncio.shield(self._append("exec", content, metrics))
         if final is not None:
-            yield ExecEvent(type="exit", result=final).model_dump() | {"seq": seq}
+            yield StreamExited(result=final, seq=seq)
 
 
 def _exec_content(request: ExecRequest) -> dict[str, Any]:
@@ -415,23 +433,19 @@ class SessionHost:
         return core
 
     # --- session operations --------------------------------------------------------------
-    async def attach(
-        self, session_id: str, choice: ComputeChoice | None, reason: str
-    ) -> dict[str, Any]:
+    async def attach(self, session_id: str, choice: ComputeChoice | None, reason: str) -> Attached:
         core = self._bound(session_id)
         with core.busy():
             return await core.attach(choice, reason)
 
-    async def run(
-        self, session_id: str, request: ExecRequest, received_at: float
-    ) -> dict[str, Any]:
+    async def run(self, session_id: str, request: ExecRequest, received_at: float) -> SessionRun:
         core = self._bound(session_id)
         with core.busy():
             return await core.run(request, received_at)
 
     async def run_stream(
         self, session_id: str, request: ExecRequest, received_at: float
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncIterator[SessionStreamItem]:
         core = self._bound(session_id)
         with core.busy():
             async for item in core.run_stream(request, received_at):
@@ -449,7 +463,7 @@ class SessionHost:
             await self._unbind(session_id)
 
     async def hibernate_now(self, session_id: str) -> None:
-        """Hibernate at once (tests, and the directory under memory pressure)."""
+        """Hibernate at once, as the idle timer would (used by tests)."""
         core = self._bound(session_id)
         await self._hibernate(core, time.monotonic() - core.last_used)
 

@@ -148,6 +148,10 @@ class ComputeAdapter(abc.ABC):
         self.settings = settings
         self.credentials = credentials or {}
 
+    def __repr__(self) -> str:
+        # Credential values never reach a log through a repr: their field names only.
+        return f"<{type(self).__name__} credentials={sorted(self.credentials)}>"
+
     @abc.abstractmethod
     async def create_sandbox(self, spec: SandboxSpec) -> SandboxRecord: ...
 

@@ -35,10 +35,8 @@ def build_app(settings: Settings) -> FastAPI:
     app.state.ctx = AppContext(
         settings=settings,
         store=store,
-        extras={
-            "sessions": SessionRouter(settings),
-            "sandboxes": SandboxDirectory(settings),
-        },
+        sessions=SessionRouter(settings),
+        sandboxes=SandboxDirectory(settings),
     )
     errors.install(app)
     app.add_middleware(
@@ -56,7 +54,7 @@ def build_app(settings: Settings) -> FastAPI:
     @app.on_event("startup")
     async def warm_pool() -> None:
         # Fill the session-host pool in the background; requests never wait for it.
-        app.state.ctx.extras["sessions"].directory.warm.remote()
+        app.state.ctx.sessions.directory.warm.remote()
 
     @app.get("/healthz", tags=["meta"])
     async def healthz() -> dict[str, str]:

@@ -7,10 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from cerver.actors.provisioning import compute_unavailable
-from cerver.adapters import registry
-from cerver.adapters.access import executable_providers
-from cerver.adapters.catalog import get_profile
+from cerver.adapters.access import check_executable
 from cerver.errors import NotFound
 from cerver.models import ComputeChoice, CreateSession
 from cerver.serve_app.deps import AppContext
@@ -25,18 +22,9 @@ async def check_choice(c: AppContext, account: Account, choice: ComputeChoice) -
                 f"compute {choice.compute_id} not found; list yours with GET /v2/computes"
             )
         return
-    provider = registry.canonical(choice.provider or "")
-    get_profile(provider)  # an unknown name is a 400 that lists the valid ones
-    usable = await asyncio.to_thread(executable_providers, c.settings, c.store, account.id)
-    if provider not in usable:
-        raise compute_unavailable(
-            c.settings,
-            c.store,
-            account.id,
-            f"this account cannot execute on {provider!r} here (no adapter, credentials or "
-            "compute for it)",
-            runtime=choice.runtime,
-        )
+    await check_executable(
+        c.settings, c.store, account.id, choice.provider or "", runtime=choice.runtime
+    )
 
 
 async def choices_for_create(

@@ -1,14 +1,16 @@
-"""What a route needs from the replica: settings, the store, the caller's account."""
+"""What a route needs from the replica: settings, the store, the actor callers, the caller's
+account."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from fastapi import Request
 
+from cerver.actors.router import SessionRouter
+from cerver.actors.sandbox_directory import SandboxDirectory
 from cerver.config import Settings
 from cerver.errors import Unauthorized
 from cerver.store import Account, Store
@@ -17,14 +19,23 @@ from cerver.store.accounts import hash_token
 
 @dataclass
 class AppContext:
+    """Built once per replica (``serve_app/app.py: build_app``)."""
+
     settings: Settings
     store: Store
-    extras: dict[str, Any] = field(default_factory=dict)
+    sessions: SessionRouter  # reaches the host of a session (actors/session.py)
+    sandboxes: SandboxDirectory  # reaches the actor of a /sandbox compute (actors/sandbox.py)
 
 
 def ctx(request: Request) -> AppContext:
     context: AppContext = request.app.state.ctx
     return context
+
+
+def wants_stream(flag: bool, request: Request) -> bool:
+    """A run is streamed (Server-Sent Events) when the body says ``"stream": true`` or the
+    client asks for ``Accept: text/event-stream``, as SSE clients do."""
+    return flag or "text/event-stream" in request.headers.get("accept", "").lower()
 
 
 def _bearer(request: Request) -> str | None:

@@ -8,12 +8,11 @@ from typing import Any
 
 from cerver.adapters.access import executable_providers
 from cerver.adapters.catalog import effective_profiles
-from cerver.gateway.models import RecommendRequest
+from cerver.gateway.models import Policy, RecommendRequest, Requirements
 from cerver.gateway.recommend import recommend
 from cerver.models import ComputeChoice, CreateSession
 from cerver.serve_app.deps import AppContext
 from cerver.store import Account
-from cerver.store.observations import Observations
 
 _RUNTIMES = {"python": "python", "node": "node", "shell": "shell", "bash": "shell"}
 
@@ -21,19 +20,16 @@ _RUNTIMES = {"python": "python", "node": "node", "shell": "shell", "bash": "shel
 async def routed_choices(
     c: AppContext, account: Account, body: CreateSession
 ) -> tuple[list[ComputeChoice], dict[str, Any]]:
-    request = RecommendRequest.model_validate(
-        {
-            "task": body.task,
-            "workload": body.workload,
-            "repo": body.repo,
-            "requirements": body.requirements or {},
-            "policy": body.policy or {},
-            "session_name": body.session_name,
-        }
+    request = RecommendRequest(
+        task=body.task,
+        workload=body.workload,
+        repo=body.repo,
+        requirements=body.requirements or Requirements(),
+        policy=body.policy or Policy(),
+        session_name=body.session_name,
     )
-    usable = await asyncio.to_thread(executable_providers, c.settings, c.store, account.id)
-    observations = Observations(c.store.sessions.engine)
-    profiles = await asyncio.to_thread(effective_profiles, observations)
+    usable = await executable_providers(c.settings, c.store, account.id)
+    profiles = await asyncio.to_thread(effective_profiles, c.store.observations)
     rec = recommend(request, profiles, usable)
     runtime = body.runtime or _RUNTIMES.get(request.requirements.runtime or "")
     order = [rec.recommended_provider, *[p for p in rec.fallback_order if p in usable]]

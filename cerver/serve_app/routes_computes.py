@@ -23,7 +23,7 @@ async def list_computes(
     rows = await asyncio.to_thread(
         c.store.computes.for_account, who.id, include_released=include_released
     )
-    usable = await asyncio.to_thread(executable_providers, c.settings, c.store, who.id)
+    usable = await executable_providers(c.settings, c.store, who.id)
     return {
         "computes": [
             {

@@ -7,16 +7,15 @@ import asyncio
 
 from fastapi import APIRouter, Depends
 
-from cerver import secrets
 from cerver.adapters.access import executable_providers
 from cerver.adapters.catalog import ProviderProfile, effective_profiles
+from cerver.adapters.credentials import credentials_for
 from cerver.errors import Unauthorized
 from cerver.gateway.models import Recommendation, RecommendRequest
 from cerver.gateway.recommend import recommend
 from cerver.serve_app.deps import AppContext, ctx, optional_account
 from cerver.serve_app.ratelimit import rate_limit
 from cerver.store import Account
-from cerver.store.observations import Observations
 from cerver.stress import service
 from cerver.stress.models import StressRequest, StressResult
 
@@ -24,8 +23,7 @@ router = APIRouter(prefix="/gateway", tags=["gateway"])
 
 
 async def _profiles(c: AppContext) -> list[ProviderProfile]:
-    observations = Observations(c.store.sessions.engine)
-    return await asyncio.to_thread(effective_profiles, observations)
+    return await asyncio.to_thread(effective_profiles, c.store.observations)
 
 
 @router.post("/recommend", response_model=Recommendation, dependencies=[Depends(rate_limit)])
@@ -37,7 +35,7 @@ async def post_recommend(
     profiles = await _profiles(c)
     executable = None
     if caller is not None:
-        executable = await asyncio.to_thread(executable_providers, c.settings, c.store, caller.id)
+        executable = await executable_providers(c.settings, c.store, caller.id)
     return recommend(body, profiles, executable)
 
 
@@ -54,14 +52,15 @@ async def post_stress_test(
         raise Unauthorized(
             "a canary runs on your compute: send 'Authorization: Bearer <CERVER_API_TOKEN>'"
         )
-    executable = await asyncio.to_thread(executable_providers, c.settings, c.store, caller.id)
+    executable = await executable_providers(c.settings, c.store, caller.id)
     if body.providers is None:  # a canary defaults to what this account can execute
         body = body.model_copy(update={"providers": sorted(executable) or None})
     credentials = {}
     for name in body.providers or []:
-        refs = await asyncio.to_thread(c.store.credentials.refs, caller.id, name)
-        if name in executable and refs:
-            credentials[name] = secrets.resolve(name, refs)
+        if name in executable:
+            values = await credentials_for(c.settings, c.store, caller.id, name)
+            if values:
+                credentials[name] = values
     return await service.submit(
         body,
         profiles,

@@ -18,12 +18,11 @@ from fastapi.responses import StreamingResponse
 from pydantic import Field, field_validator
 
 from cerver.actors.account_limits import Admission
-from cerver.actors.sandbox_directory import SandboxDirectory
 from cerver.adapters.base import ExecRequest, InstallRequest, Language, check_env
 from cerver.errors import CerverError, Conflict, NotFound, PayloadTooLarge, Unprocessable
 from cerver.models import ComputeChoice, Strict
 from cerver.serve_app.compute_choice import check_choice
-from cerver.serve_app.deps import AppContext, account, ctx
+from cerver.serve_app.deps import AppContext, account, ctx, wants_stream
 from cerver.store import Account, ComputeRow
 from cerver.store.ids import new_id
 
@@ -59,13 +58,10 @@ class SandboxStateBody(Strict):
     state: dict[str, Any]
 
 
-def sandboxes(c: AppContext) -> SandboxDirectory:
-    found: SandboxDirectory = c.extras["sandboxes"]
-    return found
-
-
 async def owned_compute(c: AppContext, who: Account, sandbox_id: str) -> ComputeRow:
-    row = await asyncio.to_thread(c.store.computes.get, sandbox_id, who.id)
+    """The caller's compute named by ``sandbox_id``: its compute id (``cmp_...``, what
+    ``POST /sandbox`` answers) or its sandbox id (``sbx_...``, what a session shows)."""
+    row = await asyncio.to_thread(c.store.computes.find, sandbox_id, who.id)
     if row is None:
         raise NotFound(f"sandbox {sandbox_id} not found; create one with POST /sandbox")
     if row.status == "released":
@@ -114,9 +110,9 @@ async def create_sandbox(
     await check_choice(c, who, choice)
     compute_id = new_id("cmp")
     try:
-        await sandboxes(c).call(compute_id, who.id, "create", who.id, choice, body.runtime)
+        await c.sandboxes.create(compute_id, who.id, choice, body.runtime)
     except BaseException:
-        await sandboxes(c).kill(compute_id)
+        await c.sandboxes.kill(compute_id)
         raise
     return _describe(await owned_compute(c, who, compute_id))
 
@@ -145,26 +141,27 @@ def _exec_request(c: AppContext, body: SandboxRun) -> ExecRequest:
 async def run(
     sandbox_id: str,
     body: SandboxRun,
+    http: Request,
     who: Account = Depends(account),
     c: AppContext = Depends(ctx),
 ) -> Any:
     row = await unattached_compute(c, who, sandbox_id)
     request = _exec_request(c, body)
-    if body.stream:
+    if wants_stream(body.stream, http):
         return await _stream(c, row, request)
     async with run_slot(c, who.id, request.timeout_s):
-        result = await sandboxes(c).call(sandbox_id, who.id, "run", request)
-    error = result["stderr"]
-    if result.get("error") and result["error"] not in error:
-        error = f"{error}{result['error']}"
+        result = await c.sandboxes.run(row.id, who.id, request)
+    error = result.stderr
+    if result.error and result.error not in error:
+        error = f"{error}{result.error}"
     return {
         # The contract's fields...
-        **result,
-        "traceback": result.get("error"),
+        **result.model_dump(),
+        "traceback": result.error,
         # ...and the published SDK's (`error` is a string, never null).
-        "output": result["stdout"],
+        "output": result.stdout,
         "error": error,
-        "duration": result["duration_ms"],
+        "duration": result.duration_ms,
         "sandbox_id": sandbox_id,
         "provider": row.provider,
     }
@@ -177,12 +174,13 @@ def run_slot(c: AppContext, account_id: str, timeout_s: float) -> Admission:
 
 async def _stream(c: AppContext, row: ComputeRow, request: ExecRequest) -> StreamingResponse:
     slot = await run_slot(c, row.account_id, request.timeout_s).__aenter__()
-    events = sandboxes(c).stream(row.id, row.account_id, "run_stream", request)
+    events = c.sandboxes.run_stream(row.id, row.account_id, request)
 
     async def sse() -> AsyncIterator[bytes]:
         try:
             async for event in events:
-                yield f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
+                data = json.dumps(event.model_dump(exclude_none=True))
+                yield f"event: {event.type}\ndata: {data}\n\n".encode()
         except CerverError as exc:
             yield f"event: error\ndata: {json.dumps(exc.to_body())}\n\n".encode()
         finally:
@@ -200,11 +198,11 @@ async def install(
     who: Account = Depends(account),
     c: AppContext = Depends(ctx),
 ) -> dict[str, Any]:
-    await unattached_compute(c, who, sandbox_id)
+    row = await unattached_compute(c, who, sandbox_id)
     request = InstallRequest(package=body.package, manager=body.manager)
     async with run_slot(c, who.id, request.timeout_s):
-        result: dict[str, Any] = await sandboxes(c).call(sandbox_id, who.id, "install", request)
-    return result
+        result = await c.sandboxes.install(row.id, who.id, request)
+    return result.model_dump()
 
 
 @router.put("/sandbox/{sandbox_id}/files")
@@ -215,7 +213,7 @@ async def write_file(
     who: Account = Depends(account),
     c: AppContext = Depends(ctx),
 ) -> dict[str, Any]:
-    await unattached_compute(c, who, sandbox_id)
+    row = await unattached_compute(c, who, sandbox_id)
     data = bytearray()
     async for chunk in request.stream():
         data += chunk
@@ -225,7 +223,7 @@ async def write_file(
                 "CERVER_MAX_FILE_BYTES",
                 details={"max_bytes": c.settings.max_file_bytes},
             )
-    await sandboxes(c).call(sandbox_id, who.id, "write_file", path, bytes(data))
+    await c.sandboxes.write_file(row.id, who.id, path, bytes(data))
     return {"path": path, "size": len(data)}
 
 
@@ -236,8 +234,8 @@ async def read_file(
     who: Account = Depends(account),
     c: AppContext = Depends(ctx),
 ) -> Response:
-    await unattached_compute(c, who, sandbox_id)
-    data = await sandboxes(c).call(sandbox_id, who.id, "read_file", path)
+    row = await unattached_compute(c, who, sandbox_id)
+    data = await c.sandboxes.read_file(row.id, who.id, path)
     return Response(content=data, media_type="application/octet-stream")
 
 
@@ -245,9 +243,8 @@ async def read_file(
 async def get_state(
     sandbox_id: str, who: Account = Depends(account), c: AppContext = Depends(ctx)
 ) -> dict[str, Any]:
-    await unattached_compute(c, who, sandbox_id)
-    state: dict[str, Any] = await sandboxes(c).call(sandbox_id, who.id, "get_state")
-    return state
+    row = await unattached_compute(c, who, sandbox_id)
+    return (await c.sandboxes.get_state(row.id, who.id)).model_dump()
 
 
 @router.put("/sandbox/{sandbox_id}/state")
@@ -257,16 +254,15 @@ async def set_state(
     who: Account = Depends(account),
     c: AppContext = Depends(ctx),
 ) -> dict[str, Any]:
-    await unattached_compute(c, who, sandbox_id)
-    state: dict[str, Any] = await sandboxes(c).call(sandbox_id, who.id, "set_state", body.state)
-    return state
+    row = await unattached_compute(c, who, sandbox_id)
+    return (await c.sandboxes.set_state(row.id, who.id, body.state)).model_dump()
 
 
 @router.delete("/sandbox/{sandbox_id}")
 async def delete_sandbox(
     sandbox_id: str, who: Account = Depends(account), c: AppContext = Depends(ctx)
 ) -> dict[str, Any]:
-    row = await asyncio.to_thread(c.store.computes.get, sandbox_id, who.id)
+    row = await asyncio.to_thread(c.store.computes.find, sandbox_id, who.id)
     if row is None:
         raise NotFound(f"sandbox {sandbox_id} not found")
     if row.session_id is not None:
@@ -275,6 +271,6 @@ async def delete_sandbox(
             "or swap its compute first"
         )
     if row.status != "released":
-        await sandboxes(c).call(sandbox_id, who.id, "delete")
-    await sandboxes(c).kill(sandbox_id)
+        await c.sandboxes.delete(row.id, who.id)
+    await c.sandboxes.kill(row.id)
     return {"sandbox_id": sandbox_id, "deleted": True}

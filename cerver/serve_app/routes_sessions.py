@@ -13,14 +13,14 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from cerver.actors.account_limits import Admission
 from cerver.actors.calls import Moved
-from cerver.actors.router import SessionRouter
+from cerver.actors.messages import StreamStarted, session_event_wire
 from cerver.adapters.base import ExecRequest
 from cerver.adapters.catalog import get_profile
 from cerver.errors import CerverError, NotFound, SessionClosed, Unprocessable
 from cerver.metrics import MetricsState
 from cerver.models import CreateSession, RunRequest, RunResponse, SessionView, SwapCompute
 from cerver.serve_app.compute_choice import check_choice, choices_for_create
-from cerver.serve_app.deps import AppContext, account, ctx
+from cerver.serve_app.deps import AppContext, account, ctx, wants_stream
 from cerver.serve_app.views import decode_cursor, encode_cursor, metrics_of, session_view
 from cerver.store import Account, SessionRow
 from cerver.store.ids import new_id, now
@@ -30,11 +30,6 @@ router = APIRouter(tags=["sessions"])
 DEFAULT_TAIL = 20
 MAX_LIST = 200
 MAX_FULL = 100_000
-
-
-def router_of(c: AppContext) -> SessionRouter:
-    found: SessionRouter = c.extras["sessions"]
-    return found
 
 
 async def owned_session(c: AppContext, who: Account, session_id: str) -> SessionRow:
@@ -103,7 +98,7 @@ async def _provision_first_that_works(c: AppContext, row: SessionRow, candidates
         for choice in candidates:
             started = time.perf_counter()
             try:
-                await router_of(c).call(row.id, row.account_id, "attach", choice, "create")
+                await c.sessions.attach(row.id, row.account_id, choice, "create")
             except CerverError as exc:
                 last = exc
                 attempts.append(
@@ -138,7 +133,7 @@ async def _provision_first_that_works(c: AppContext, row: SessionRow, candidates
 
 
 async def _undo_create(c: AppContext, row: SessionRow) -> None:
-    await router_of(c).abandon(row.id)
+    await c.sessions.abandon(row.id)
     await asyncio.to_thread(c.store.sessions.delete, row.id)
 
 
@@ -219,7 +214,7 @@ async def swap_compute(
         raise SessionClosed(f"session {session_id} is closed; create a new session")
     if body.compute is not None:
         await check_choice(c, who, body.compute)
-    await router_of(c).call(row.id, who.id, "attach", body.compute, "swap")
+    await c.sessions.attach(row.id, who.id, body.compute, "swap")
     return await current_view(c, await owned_session(c, who, session_id))
 
 
@@ -229,7 +224,7 @@ async def close_session(
 ) -> SessionView:
     row = await owned_session(c, who, session_id)
     if row.status != "closed":
-        await router_of(c).call(row.id, who.id, "close")
+        await c.sessions.close(row.id, who.id)
     return await current_view(c, await owned_session(c, who, session_id))
 
 
@@ -259,21 +254,21 @@ async def run(
         env=body.env,
         cwd=body.cwd,
     )
-    if body.stream:
+    if wants_stream(body.stream, request):
         return await _stream(c, row, exec_request, received)
     async with Admission(c.settings, "start_run", who.id, timeout):
-        out = await router_of(c).call(row.id, who.id, "run", exec_request, received)
+        out = await c.sessions.run(row.id, who.id, exec_request, received)
     headers = {
         "X-Cerver-Session-Id": row.id,
-        "X-Cerver-Provider": out["provider"],
+        "X-Cerver-Provider": out.provider,
     }
     payload = RunResponse(
         session_id=row.id,
-        provider=out["provider"],
-        compute_id=out["compute_id"],
+        provider=out.provider,
+        compute_id=out.compute_id,
         latency_ms=round((time.time() - received) * 1000.0, 3),
-        seq=out["seq"],
-        **out["result"],
+        seq=out.seq,
+        **out.result.model_dump(),
     )
     return JSONResponse(payload.model_dump(), headers=headers)
 
@@ -281,22 +276,22 @@ async def run(
 async def _stream(
     c: AppContext, row: SessionRow, request: ExecRequest, received: float
 ) -> StreamingResponse:
-    router = router_of(c)
     slot = await Admission(c.settings, "start_run", row.account_id, request.timeout_s).__aenter__()
-    events = router.stream(row.id, row.account_id, "run_stream", request, received)
+    events = c.sessions.run_stream(row.id, row.account_id, request, received)
     try:
         try:
             first = await anext(events)  # raises our errors (closed, no compute) before any byte
         except Moved:  # the cached host had hibernated: the router forgot it, look it up again
-            events = router.stream(row.id, row.account_id, "run_stream", request, received)
+            events = c.sessions.run_stream(row.id, row.account_id, request, received)
             first = await anext(events)
     except BaseException:
         await slot.release()
         raise
     open_ms = (time.time() - received) * 1000.0
+    provider = first.provider if isinstance(first, StreamStarted) else None
     headers = {
         "X-Cerver-Session-Id": row.id,
-        "X-Cerver-Provider": str(first.get("provider")),
+        "X-Cerver-Provider": str(provider),
         "X-Cerver-Stream-Latency-Ms": f"{open_ms:.3f}",
         "Cache-Control": "no-store",
     }
@@ -304,8 +299,7 @@ async def _stream(
     async def sse() -> AsyncIterator[bytes]:
         try:
             async for event in events:
-                kind = event.get("type", "message")
-                yield f"event: {kind}\ndata: {json.dumps(event)}\n\n".encode()
+                yield _sse(session_event_wire(event))
         except CerverError as exc:
             yield f"event: error\ndata: {json.dumps(exc.to_body())}\n\n".encode()
         finally:
@@ -313,3 +307,7 @@ async def _stream(
             await slot.release()
 
     return StreamingResponse(sse(), media_type="text/event-stream", headers=headers)
+
+
+def _sse(event: dict[str, Any]) -> bytes:
+    return f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()

@@ -41,6 +41,22 @@ class Computes:
             row = conn.execute(query).mappings().first()
         return ComputeRow(**row) if row is not None else None
 
+    def find(self, ref: str, account_id: str) -> ComputeRow | None:
+        """The account's compute named by ``ref``: its compute id (``cmp_...``), or the id of
+        its sandbox at the provider (``sbx_...``, what a session shows as ``sandbox_id``).
+        The second is a JSON lookup within the account's computes (indexed by account)."""
+        found = self.get(ref, account_id)
+        if found is not None:
+            return found
+        query = (
+            select(C)
+            .where(C.c.account_id == account_id, C.c.record["sandbox_id"].as_string() == ref)
+            .order_by(C.c.created_at.desc())
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        return ComputeRow(**row) if row is not None else None
+
     def for_account(self, account_id: str, *, include_released: bool = False) -> list[ComputeRow]:
         query = select(C).where(C.c.account_id == account_id)
         if not include_released:

@@ -203,10 +203,9 @@ def finish(result: StressResult, plan: StressPlan, samples: dict[str, RunSamples
 
 def recorder_for(settings: Settings) -> Callable[[list[Observation]], object]:
     """Where canary measurements go: the observations table of this deployment's store."""
-    from cerver.store.db import engine_for
-    from cerver.store.observations import Observations
+    from cerver.store import Store
 
-    return Observations(engine_for(settings.database_url)).record_many
+    return Store.open(settings.database_url).observations.record_many
 
 
 async def execute(

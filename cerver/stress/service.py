@@ -6,22 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from cerver.adapters import registry
-from cerver.adapters.access import SELF_HOSTED
+from cerver.adapters.access import why_not_executable
 from cerver.adapters.catalog import ProviderProfile
 from cerver.config import Settings
 from cerver.errors import ComputeUnavailable, NotFound
 from cerver.stress.jobs import jobs_actor
 from cerver.stress.models import StressRequest, StressResult
 from cerver.stress.runner import StressPlan, execute, plan_stress, recorder_for, skeleton
-
-
-def why_not_executable(provider: str, settings: Settings) -> str:
-    if not registry.has_adapter(provider):
-        return f"{provider} is in the catalog for advice only: no adapter exists yet"
-    if provider in SELF_HOSTED and not settings.local_provider:
-        return f"the {provider} provider is disabled on this server (CERVER_LOCAL_PROVIDER)"
-    return f"no {provider} credentials registered for this account (POST /v2/account/providers)"
 
 
 def ensure_executable(plan: StressPlan, executable: set[str], settings: Settings) -> None:
