@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Sequence
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -233,7 +233,7 @@ class ObservationSource(Protocol):
 
 
 def _day(ts: float) -> date:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).date()
+    return datetime.fromtimestamp(ts, tz=UTC).date()
 
 
 def _measured_figure(values: np.ndarray, last_ts: float, sources: set[str]) -> LatencyFigure:
@@ -299,7 +299,7 @@ def effective_profiles(
     profiles = all_profiles()
     if observations is None:
         return profiles
-    moment = now or datetime.now(tz=timezone.utc)
+    moment = now or datetime.now(tz=UTC)
     since = (moment - timedelta(days=window_days)).timestamp()
     recent = observations.recent(since=since, limit=100_000)
     return merge_observations(profiles, recent, min_samples=min_samples)

@@ -10,7 +10,7 @@ Raises ``BadRequest`` for unknown provider names (listing the valid ones) and
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 from cerver.adapters.catalog import ProviderProfile, check_names, reference_size
 from cerver.errors import NoProviderFits
@@ -146,7 +146,7 @@ def recommend(
         policy.mode,
         scores[best].score,
         runner_up,
-        today or datetime.now(tz=timezone.utc).date(),
+        today or datetime.now(tz=UTC).date(),
     )
     primary, secondary = _explain(request, profile, scores, order, len(excluded))
     return Recommendation(

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -34,7 +34,7 @@ def test_record_and_query_recent(observations: Observations) -> None:
 
 
 def test_effective_profiles_merge_measurements(observations: Observations) -> None:
-    moment = datetime(2026, 11, 20, 12, tzinfo=timezone.utc)
+    moment = datetime(2026, 11, 20, 12, tzinfo=UTC)
     rows = [
         Observation(
             provider="daytona",
@@ -59,7 +59,7 @@ def test_effective_profiles_merge_measurements(observations: Observations) -> No
 
 
 def test_too_few_or_too_old_measurements_are_ignored(observations: Observations) -> None:
-    moment = datetime(2026, 11, 20, tzinfo=timezone.utc)
+    moment = datetime(2026, 11, 20, tzinfo=UTC)
     for v in (5000.0, 5000.0):  # below MIN_MEASURED
         observations.record("daytona", "startup_ms", v, ts=moment.timestamp())
     for _ in range(10):  # older than the 30-day window
