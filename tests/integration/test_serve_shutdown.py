@@ -1,5 +1,5 @@
-"""`cerver serve` stops within 10 s of SIGTERM with 20 live sessions, one of whose sandbox
-processes are all stopped (``SIGSTOP``), and leaves no process behind (issue 9, bug 5: it
+"""`cerver serve` stops within 10 s of SIGTERM with 20 live sessions, runs in flight, and one
+sandbox's processes all stopped (``SIGSTOP``), and leaves no process behind (issue 9, bug 5: it
 took about 38 s, and a stopped supervisor kept it in "shutting down" for minutes)."""
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ pytestmark = [pytest.mark.timeout(400), pytest.mark.slow]
 
 SESSIONS = 20
 STOP_WITHIN_S = 10.0
+IN_FLIGHT = 4
 
 
 def _cmdline(pid: int) -> str:
@@ -29,6 +30,17 @@ def _cmdline(pid: int) -> str:
             return f.read().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+def _long_run(port: int, token: str, session_id: str, *, stream: bool) -> None:
+    body = {"code": "sleep 100", "timeout": 110, "stream": stream}
+    with contextlib.suppress(httpx.HTTPError):
+        httpx.post(
+            f"http://127.0.0.1:{port}/v2/sessions/{session_id}/run",
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=120,
+        )
 
 
 def _sandbox_processes(server_pid: int) -> set[int]:
@@ -43,6 +55,7 @@ def test_sigterm_with_live_sessions_and_a_stopped_sandbox_stops_fast_and_clean()
     env |= {"CERVER_HOME": str(home), "CERVER_RAY_NAMESPACE": "shutdown-test"}
     proc, token = start_server(env, port)
     stopped: set[int] = set()
+    flight = ThreadPoolExecutor(IN_FLIGHT)
     try:
         headers = {"Authorization": f"Bearer {token}"}
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=120) as c:
@@ -62,6 +75,11 @@ def test_sigterm_with_live_sessions_and_a_stopped_sandbox_stops_fast_and_clean()
             with ThreadPoolExecutor(4) as pool:
                 sessions = list(pool.map(live_session, range(SESSIONS)))
             assert len(sessions) == SESSIONS
+        # Runs still in flight when the signal comes (plain and streamed): Serve's graceful
+        # drain waited for them.
+        for n, sid in enumerate(sessions[:IN_FLIGHT]):
+            flight.submit(_long_run, port, token, sid, stream=n % 2 == 1)
+        time.sleep(3.0)
         sandboxes = _sandbox_processes(proc.pid)
         assert sandboxes, "the sessions' sandbox processes should be running"
         # One sandbox's processes stop answering anything but SIGKILL.
@@ -79,6 +97,7 @@ def test_sigterm_with_live_sessions_and_a_stopped_sandbox_stops_fast_and_clean()
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+    flight.shutdown(wait=False, cancel_futures=True)
     left = leftovers(tree, within_s=1.0)
     for pid in left:  # do not leave them to the next test either
         os.kill(pid, signal.SIGKILL)
