@@ -90,7 +90,7 @@ END_STREAM = 0x02
 
 
 def _iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
