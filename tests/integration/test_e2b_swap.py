@@ -17,10 +17,6 @@ from tests.fakes.e2b import FakeProcess
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.timeout(120),
-    # The swap provisions with the account's credentials, but the session's runs and its
-    # release still use one credential-less adapter per provider: issue 9 (`seams`) builds
-    # adapters per (provider, account). Un-skip when that is on main.
-    pytest.mark.skip(reason="runs need adapters built per (provider, account): issue 9"),
 ]
 
 
@@ -88,3 +84,7 @@ def test_swap_local_to_e2b_and_back_keeps_the_transcript(
     # Swapping away (or closing) released the E2B sandbox at E2B.
     kills = [q for q in e2b_fake.received() if q["method"] == "DELETE"]
     assert any(q["path"] == f"/sandboxes/{e2b_sandbox}" for q in kills)
+    # ... with the account's key: the release used the session's adapter handle, built with
+    # the account's credentials (issue 9), not a credential-less one.
+    key = os.environ[E2B_TEST_KEY_REF]
+    assert all(q["api_key"] == key for q in kills if q["path"] == f"/sandboxes/{e2b_sandbox}")
