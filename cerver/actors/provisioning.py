@@ -1,8 +1,10 @@
-"""Provisioning and releasing computes for a session, inside the process that hosts it.
+"""Provisioning and releasing computes, and the adapter handles every later operation uses,
+inside the process that hosts them (a session host, or a ``/sandbox`` actor).
 
-Checks that the account may execute on the provider, resolves credentials, calls the
-adapter, records the compute row, and undoes the sandbox if anything after it fails, so a
-failed provision leaves no sandbox and no row behind.
+Checks that the account may execute on the provider (``adapters/access.py``), builds the
+adapter with the account's credentials (``adapters/credentials.py``), calls it, records
+the compute row, and undoes the sandbox if anything after it fails, so a failed provision
+leaves no sandbox and no row behind.
 """
 
 from __future__ import annotations
