@@ -23,6 +23,8 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 # so the server's actors inherit it (tests/integration/test_e2b_swap.py).
 E2B_TEST_KEY_REF = "CERVER_TEST_E2B_API_KEY"
 os.environ.setdefault(E2B_TEST_KEY_REF, "e2b_test_" + os.urandom(8).hex())
+E2B_REVOKED_KEY_REF = "CERVER_TEST_E2B_REVOKED_KEY"  # one the fake refuses, as E2B would
+os.environ.setdefault(E2B_REVOKED_KEY_REF, "e2b_revoked_" + os.urandom(8).hex())
 
 
 def free_port() -> int:
@@ -57,7 +59,7 @@ def ray_runtime() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def e2b_fake() -> Iterator[fake_e2b.FakeProcess]:
     """The fake E2B (tests/fakes/e2b.py) the shared server's `e2b` provider talks to."""
-    with fake_e2b.running() as fake:
+    with fake_e2b.running("--reject-key", os.environ[E2B_REVOKED_KEY_REF]) as fake:
         yield fake
 
 
