@@ -336,7 +336,9 @@ class E2BAdapter(ComputeAdapter):
             script = f"{HOME}/.cerver/run-{secrets.token_hex(6)}.{ext}"
             with self._translated(record.sandbox_id):
                 await sandbox.files.write(script, request.code.encode(), use_octet_stream=True)
-            command = f"{'node' if ext == 'js' else 'bash'} {shlex.quote(script)}"
+            # "$HOME" is /home/user at E2B (and the workspace wherever it is mapped)
+            relative = shlex.quote(script.removeprefix(HOME + "/"))
+            command = f'{"node" if ext == "js" else "bash"} "$HOME"/{relative}'
         out: list[str] = []
         err: list[str] = []
 

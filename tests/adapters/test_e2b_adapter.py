@@ -175,6 +175,17 @@ async def test_env_and_cwd_reach_the_command(
     assert result.stdout == "hi\nmarker.txt\n"
 
 
+async def test_code_beyond_the_argv_limit_goes_through_a_file_that_is_removed(
+    fake: fake_e2b.FakeProcess, adapter: ComputeAdapter, sandbox: SandboxRecord
+) -> None:
+    code = "echo big\n" + "# padding\n" * 8000  # 80 KB: more than one argv string may hold
+    result = await adapter.run(sandbox, ExecRequest(code=code))
+    assert (result.stdout, result.exit_code) == ("big\n", 0)
+    assert _calls(fake, "POST", "/filesystem.Filesystem/Remove")
+    left = await adapter.run(sandbox, ExecRequest(code="ls -A .cerver"))
+    assert left.exit_code == 0 and "run-" not in left.stdout
+
+
 async def test_no_credentials_is_409_naming_the_field(
     fake: fake_e2b.FakeProcess, home: Path
 ) -> None:

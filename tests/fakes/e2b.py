@@ -25,6 +25,7 @@ Wire protocol served (see ``/work/shared/PROVIDERS.md``):
       POST /files?path=P                   octet-stream or multipart field "file" -> [EntryInfo]
       POST /process.Process/Start          Connect server stream, JSON codec (envelopes)
       POST /process.Process/SendSignal     Connect unary, JSON
+      POST /filesystem.Filesystem/Remove   Connect unary, JSON
     code interpreter (port 49999)
       POST /contexts, GET /contexts, DELETE /contexts/{id}, POST /contexts/{id}/restart
       POST /execute {code, context_id, language, env_vars} -> NDJSON stdout/stderr/error/
@@ -189,6 +190,7 @@ class FakeE2B:
             Route("/files", self.write_file, methods=["POST"]),
             Route("/process.Process/Start", self.start_process, methods=["POST"]),
             Route("/process.Process/SendSignal", self.send_signal, methods=["POST"]),
+            Route("/filesystem.Filesystem/Remove", self.remove_path, methods=["POST"]),
             Route("/contexts", self.create_context, methods=["POST"]),
             Route("/contexts", self.list_contexts, methods=["GET"]),
             Route("/contexts/{cid}", self.remove_context, methods=["DELETE"]),
@@ -510,6 +512,23 @@ class FakeE2B:
         if task is None:
             return _connect_error("not_found", f"process with pid {pid} not found", 404)
         task.cancel()
+        return JSONResponse({})
+
+    async def remove_path(self, request: Request) -> Response:
+        """Connect unary; the contract has no delete, so the sandbox's own shell removes."""
+        sb = self._sandbox(request, ENVD_PORT)
+        if isinstance(sb, Response):
+            return sb
+        path = (await request.json()).get("path", "")
+        try:
+            rel = _relative(path)
+        except CerverError as exc:
+            return _connect_error("invalid_argument", exc.message, 400)
+        if not rel:
+            return _connect_error("invalid_argument", "refusing to remove the home directory", 400)
+        check = ExecRequest(code=f"test -e {shlex.quote(rel)} && rm -rf -- {shlex.quote(rel)}")
+        if (await self.local.run(sb.record, check)).exit_code != 0:
+            return _connect_error("not_found", f"path '{path}' does not exist", 404)
         return JSONResponse({})
 
     # ------------------------------------------------------------------ code interpreter
