@@ -218,6 +218,8 @@ class E2BAdapter(ComputeAdapter):
                 err = await self._recheck(record, exc)
                 if isinstance(err, _Paused) and attempt == 0:
                     continue
+                if err is exc:
+                    raise
                 raise err from exc
         raise AssertionError("unreachable")
 
@@ -278,7 +280,8 @@ class E2BAdapter(ComputeAdapter):
         self, record: SandboxRecord, request: ExecRequest
     ) -> AsyncGenerator[ExecEvent, None]:
         """Output as E2B streams it; the last event is ``exit``. Closing early stops the run
-        (the command is killed; a Python cell's context is restarted). A sandbox E2B paused
+        (the command is killed; a Python cell's context is restarted, losing its variables,
+        as E2B cannot interrupt a cell). A sandbox E2B paused
         is resumed and the run retried once, if nothing of it ran yet."""
         timeout_s = self._timeout(request.timeout_s)
         cwd = _remote_path(request.cwd, field="cwd") if request.cwd else None
@@ -310,6 +313,8 @@ class E2BAdapter(ComputeAdapter):
                 err = await self._recheck(record, exc)
                 if isinstance(err, _Paused) and attempt == 0 and not yielded:
                     continue
+                if err is exc:
+                    raise
                 raise err from exc
             finally:
                 if not task.done():
@@ -365,6 +370,10 @@ class E2BAdapter(ComputeAdapter):
                 await handle.kill()
         except e2b.CommandExitException as exc:
             exit_code = exc.exit_code
+        except asyncio.CancelledError:  # the stream was closed early: E2B would keep it running
+            with contextlib.suppress(Exception):
+                await handle.kill()
+            raise
         except Exception:
             with self._translated(record.sandbox_id):
                 raise
@@ -406,6 +415,10 @@ class E2BAdapter(ComputeAdapter):
                         on_stdout=on("stdout", out), on_stderr=on("stderr", err),
                         timeout=timeout_s + SDK_GRACE_S,
                     )  # fmt: skip
+        except asyncio.CancelledError:  # closed early: stop the cell the only way E2B can
+            with contextlib.suppress(Exception):
+                await sandbox.restart_code_context(context)
+            raise
         except TimeoutError:
             # E2B cannot interrupt a cell; restarting its context stops it (state is lost).
             with contextlib.suppress(Exception):

@@ -165,6 +165,17 @@ async def test_stream_delivers_output_before_the_command_ends(
     assert seen[-1][1] - seen[0][1] > 0.5  # the first line came while it still ran
 
 
+async def test_closing_a_stream_early_kills_the_command_at_e2b(
+    fake: fake_e2b.FakeProcess, adapter: ComputeAdapter, sandbox: SandboxRecord
+) -> None:
+    before = len(_calls(fake, "POST", "/process.Process/SendSignal"))
+    events = adapter.run_stream(sandbox, ExecRequest(code="echo started; sleep 30"))
+    first = await anext(events)
+    assert (first.type, first.data) == ("stdout", "started\n")
+    await events.aclose()  # type: ignore[attr-defined]
+    assert len(_calls(fake, "POST", "/process.Process/SendSignal")) == before + 1
+
+
 async def test_env_and_cwd_reach_the_command(
     adapter: ComputeAdapter, sandbox: SandboxRecord
 ) -> None:
