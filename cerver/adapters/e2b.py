@@ -223,6 +223,13 @@ class E2BAdapter(ComputeAdapter):
                 raise err from exc
         raise AssertionError("unreachable")
 
+    async def verify_credentials(self) -> None:
+        """One cheap authenticated call, at registration: list at most one sandbox. A key
+        E2B refuses raises ``ProviderAuthFailed``."""
+        sdk = _sdk()
+        with self._translated():
+            await sdk.AsyncSandbox.list(limit=1, **self._opts()).next_items()
+
     # ------------------------------------------------------------------ create
 
     async def create_sandbox(self, spec: SandboxSpec) -> SandboxRecord:

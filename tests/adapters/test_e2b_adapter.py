@@ -75,6 +75,17 @@ async def test_a_refused_key_is_502_provider_auth_failed_without_the_key(
     assert _calls(fake, "POST", "/v2/sandboxes")[-1]["api_key"] == REJECTED
 
 
+async def test_verify_credentials_is_one_authenticated_call(
+    fake: fake_e2b.FakeProcess, home: Path, adapter: ComputeAdapter
+) -> None:
+    before = len(_calls(fake, "GET", "/v2/sandboxes"))
+    await adapter.verify_credentials()  # type: ignore[attr-defined]
+    calls = _calls(fake, "GET", "/v2/sandboxes")
+    assert len(calls) == before + 1 and calls[-1]["api_key"] == KEY
+    with pytest.raises(ProviderAuthFailed):
+        await _adapter(fake, home, key=REJECTED).verify_credentials()  # type: ignore[attr-defined]
+
+
 async def test_rate_limit_is_429_after_the_sdk_retried(
     fake: fake_e2b.FakeProcess, adapter: ComputeAdapter
 ) -> None:

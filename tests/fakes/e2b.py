@@ -299,7 +299,8 @@ class FakeE2B:
             for sb in self.sandboxes.values()
             if sb.state in states and all(sb.metadata.get(k) == v for k, v in wanted.items())
         ]
-        return JSONResponse(rows)
+        limit = int(request.query_params.get("limit") or 100)
+        return JSONResponse(rows[:limit])  # one page: no x-next-token header
 
     def _detail(self, sb: FakeSandbox) -> dict[str, Any]:
         return {
