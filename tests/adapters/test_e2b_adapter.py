@@ -86,6 +86,21 @@ async def test_verify_credentials_is_one_authenticated_call(
         await _adapter(fake, home, key=REJECTED).verify_credentials()  # type: ignore[attr-defined]
 
 
+async def test_a_key_revoked_later_fails_control_calls_but_the_sandbox_still_runs(
+    fake: fake_e2b.FakeProcess, home: Path
+) -> None:
+    key = "e2b_soon_revoked_" + home.name
+    adapter = _adapter(fake, home, key=key)
+    record = await adapter.create_sandbox(SandboxSpec(account_id="acct_e2b"))
+    fake.reject(key)  # deleted in E2B's dashboard
+    # In-sandbox calls use the sandbox's own access token, as at E2B.
+    assert (await adapter.run(record, ExecRequest(code="echo on"))).stdout == "on\n"
+    with pytest.raises(ProviderAuthFailed) as info:
+        await adapter.get_state(record)
+    assert key not in info.value.message
+    await _adapter(fake, home).delete_sandbox(record)  # another key of the account
+
+
 async def test_rate_limit_is_429_after_the_sdk_retried(
     fake: fake_e2b.FakeProcess, adapter: ComputeAdapter
 ) -> None:

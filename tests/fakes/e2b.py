@@ -32,14 +32,14 @@ Wire protocol served (see ``/work/shared/PROVIDERS.md``):
            end_of_execution lines
     test controls (not E2B's): GET/DELETE /_fake/requests (what the fake received),
       POST /_fake/rate-limit {"count", "retry_after"} (the next `count` control-plane
-      calls answer 429 with Retry-After).
+      calls answer 429 with Retry-After), POST /_fake/reject-key {"key"} (revoke a key).
 
 Everything runs for real: each sandbox is a ``local`` Cerver sandbox (bubblewrap where
 present), commands run through its shell, Python contexts share its persistent
 interpreter with one namespace per context. E2B's home ``/home/user`` maps to the
 sandbox workspace.
 
-    python -m tests.fakes.e2b --port N [--reject-key K]
+    python -m tests.fakes.e2b --port N [--reject-key K ...]
 
 prints one line, ``CERVER_E2B_API_URL=<url> CERVER_E2B_SANDBOX_URL=<url>``, and serves
 until killed.
@@ -148,7 +148,7 @@ def _relative(path: str) -> str:
 
 class FakeE2B:
     def __init__(
-        self, home: Path, reject_key: str | None = None, *, own_home: bool = False
+        self, home: Path, reject_keys: list[str] | None = None, *, own_home: bool = False
     ) -> None:
         self._home, self._own_home = home, own_home
         self.settings = Settings(
@@ -156,7 +156,7 @@ class FakeE2B:
         )
         prepare_home(self.settings)
         self.local = LocalAdapter(self.settings)
-        self.reject_key = reject_key
+        self.reject_keys = set(reject_keys or ())
         self.sandboxes: dict[str, FakeSandbox] = {}
         self.received: list[dict[str, Any]] = []
         self.rate_limit = {"count": 0, "retry_after": 1}
@@ -198,6 +198,7 @@ class FakeE2B:
             Route("/execute", self.execute, methods=["POST"]),
             Route("/_fake/requests", self.requests, methods=["GET", "DELETE"]),
             Route("/_fake/rate-limit", self.set_rate_limit, methods=["POST"]),
+            Route("/_fake/reject-key", self.add_rejected_key, methods=["POST"]),
         ]
 
     # ------------------------------------------------------------------ bookkeeping
@@ -225,12 +226,17 @@ class FakeE2B:
         self.rate_limit = {"count": int(body["count"]), "retry_after": int(body["retry_after"])}
         return Response(status_code=204)
 
+    async def add_rejected_key(self, request: Request) -> Response:
+        """Revoke a key from now on, as deleting it in E2B's dashboard does."""
+        self.reject_keys.add(str((await request.json())["key"]))
+        return Response(status_code=204)
+
     def _api(self, request: Request) -> Response | None:
         """Control-plane checks, in E2B's order: the key, then the rate limit."""
         self._note(request)
         self._expire()
         key = request.headers.get("x-api-key", "")
-        if not key or key == self.reject_key:
+        if not key or key in self.reject_keys:
             return _error(401, "Invalid API key, please visit https://e2b.dev/docs/api-key")
         if self.rate_limit["count"] > 0:
             self.rate_limit["count"] -= 1
@@ -640,6 +646,9 @@ class FakeProcess:
     def received(self) -> list[dict[str, Any]]:
         return list(httpx.get(f"{self.url}/_fake/requests", timeout=10).json())
 
+    def reject(self, key: str) -> None:
+        httpx.post(f"{self.url}/_fake/reject-key", json={"key": key}, timeout=10).raise_for_status()
+
     def rate_limit(self, count: int, retry_after: int = 0) -> None:
         body = {"count": count, "retry_after": retry_after}
         httpx.post(f"{self.url}/_fake/rate-limit", json=body, timeout=10).raise_for_status()
@@ -677,12 +686,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="A fake E2B on loopback (tests/fakes/e2b.py).")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--reject-key", default=None, help="refuse this API key with 401")
+    parser.add_argument(
+        "--reject-key", action="append", default=[], help="refuse this API key with 401"
+    )
     parser.add_argument("--home", default=None, help="where sandboxes live (default: a temp dir)")
     args = parser.parse_args()
     home = Path(args.home or tempfile.mkdtemp(prefix="e2b-fake-", dir="/tmp"))
     home.chmod(0o711)  # sandbox uids traverse to their workspace
-    fake = FakeE2B(home, reject_key=args.reject_key, own_home=args.home is None)
+    fake = FakeE2B(home, reject_keys=args.reject_key, own_home=args.home is None)
     asyncio.run(_serve(fake, args.host, args.port))
 
 
