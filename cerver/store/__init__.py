@@ -8,6 +8,7 @@ from cerver.store.accounts import Account, Accounts
 from cerver.store.computes import ComputeRow, Computes
 from cerver.store.credentials import Credentials
 from cerver.store.db import engine_for
+from cerver.store.llm_spend import LlmSpend
 from cerver.store.sessions import SessionRow, Sessions, TranscriptEntry
 
 
@@ -17,11 +18,18 @@ class Store:
     sessions: Sessions
     computes: Computes
     credentials: Credentials
+    llm_spend: LlmSpend
 
     @classmethod
     def open(cls, url: str) -> Store:
         engine = engine_for(url)
-        return cls(Accounts(engine), Sessions(engine), Computes(engine), Credentials(engine))
+        return cls(
+            Accounts(engine),
+            Sessions(engine),
+            Computes(engine),
+            Credentials(engine),
+            LlmSpend(engine),
+        )
 
 
 __all__ = [
@@ -30,6 +38,7 @@ __all__ = [
     "ComputeRow",
     "Computes",
     "Credentials",
+    "LlmSpend",
     "SessionRow",
     "Sessions",
     "Store",
