@@ -192,8 +192,8 @@ def _v2_llm_spend(conn: Connection) -> None:
         Index("ix_llm_spend_account_month", "account_id", "month"),
         Index("ix_llm_spend_session", "session_id"),
     )
-    m.tables["account_limits"].create(conn)
-    m.tables["llm_spend"].create(conn)
+    m.tables["account_limits"].create(conn, checkfirst=True)
+    m.tables["llm_spend"].create(conn, checkfirst=True)
 
 
 MIGRATIONS: tuple[Migration, ...] = (
