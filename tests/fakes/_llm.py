@@ -7,6 +7,7 @@ Control endpoints (not part of any vendor's API):
     POST /_fake/reset     forget the script and the log
     GET  /_fake/received  every request received: path, auth headers, JSON body, and
                           for streams whether the client went away before the end
+    GET  /_fake/stats     {"max_in_flight": N}: the most requests it was answering at once
 
 An ITEM shapes the next request whose model matches its "model" (or any request, when the
 item has none). Fields, all optional:
@@ -42,6 +43,8 @@ class Script:
     def __init__(self) -> None:
         self.items: list[dict[str, Any]] = []
         self.received: list[dict[str, Any]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
 
     def next_for(self, model: str) -> dict[str, Any]:
         for i, item in enumerate(self.items):
@@ -118,8 +121,13 @@ def make_app(
             body = await request.json()
             entry = script.record(request, body)
             item = script.next_for(str(body.get("model")))
-            if item.get("delay_s"):
-                await asyncio.sleep(float(item["delay_s"]))
+            script.in_flight += 1
+            script.max_in_flight = max(script.max_in_flight, script.in_flight)
+            try:
+                if item.get("delay_s"):
+                    await asyncio.sleep(float(item["delay_s"]))
+            finally:
+                script.in_flight -= 1
             status = item.get("status")
             if status:
                 headers = {"retry-after": str(item["retry_after"])} if "retry_after" in item else {}
@@ -145,10 +153,14 @@ def make_app(
     async def reset(_request: Request) -> Response:
         script.items.clear()
         script.received.clear()
+        script.max_in_flight = 0
         return JSONResponse({"ok": True})
 
     async def received(_request: Request) -> Response:
         return JSONResponse(script.received)
+
+    async def stats(_request: Request) -> Response:
+        return JSONResponse({"max_in_flight": script.max_in_flight})
 
     return Starlette(
         routes=[
@@ -156,6 +168,7 @@ def make_app(
             Route("/_fake/script", put_script, methods=["POST"]),
             Route("/_fake/reset", reset, methods=["POST"]),
             Route("/_fake/received", received, methods=["GET"]),
+            Route("/_fake/stats", stats, methods=["GET"]),
         ]
     )
 

@@ -45,6 +45,9 @@ class FakeServer:
         found: list[dict[str, Any]] = httpx.get(f"{self.url}/_fake/received").json()
         return found
 
+    def max_in_flight(self) -> int:
+        return int(httpx.get(f"{self.url}/_fake/stats").json()["max_in_flight"])
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()

@@ -4,14 +4,14 @@ HTTP. What the fakes *received* is asserted: the prior turns, the tools, the key
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-
 import httpx
 import pytest
 
 from tests.conftest import FAKE_LLM_KEYS
 from tests.fakes.llm_process import FakeServer
+from tests.integration.llm_fixtures import fakes, fresh_api, transcript_only
+
+__all__ = ["fakes", "fresh_api"]  # fixtures used by name
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -19,33 +19,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 GPT5 = (1.25e-6, 10e-6)
 SONNET45 = (3e-6, 15e-6)
 OPUS41 = (15e-6, 75e-6)  # the premium baseline: the priciest model with a key
-
-
-@pytest.fixture
-def fakes(llm_fakes: dict[str, FakeServer]) -> Iterator[dict[str, FakeServer]]:
-    for fake in llm_fakes.values():
-        fake.reset()
-    yield llm_fakes
-
-
-@pytest.fixture
-def fresh_api(server: str, store) -> Iterator[httpx.Client]:  # type: ignore[no-untyped-def]
-    """A client of a new account: budgets and month-to-date spend start at zero."""
-    account = store.accounts.get_or_create(f"llm-{uuid.uuid4().hex[:8]}")
-    token = store.accounts.issue_token(account.id)
-    with httpx.Client(
-        base_url=server, headers={"Authorization": f"Bearer {token}"}, timeout=60
-    ) as client:
-        yield client
-
-
-def transcript_only(api: httpx.Client, harness: str = "openai") -> str:
-    r = api.post(
-        "/v2/sessions",
-        json={"session_name": "hello-cerver", "compute": None, "harness": harness},
-    )
-    assert r.status_code == 201, r.text
-    return str(r.json()["session_id"])
 
 
 def test_the_docs_examples_verbatim(api: httpx.Client, fakes: dict[str, FakeServer]) -> None:
