@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from cerver.actors.account_limits import Admission
 from cerver.actors.provisioning import compute_unavailable
 from cerver.adapters.base import ExecRequest
 from cerver.config import Settings
@@ -125,7 +126,8 @@ def _sse(event: Event) -> bytes:
 
 
 def _tool_runner(c: AppContext, row: SessionRow, who: Account) -> ToolRunner:
-    """The `run` tool: the same session router call as ``POST /v2/sessions/:id/run``."""
+    """The `run` tool: the same admission (the account's concurrent-run cap) and session
+    router call as ``POST /v2/sessions/:id/run``."""
 
     async def run(arguments: dict[str, Any]) -> ToolOutcome:
         code = arguments.get("code")
@@ -143,7 +145,8 @@ def _tool_runner(c: AppContext, row: SessionRow, who: Account) -> ToolRunner:
             timeout_s=c.settings.run_timeout_s,
         )
         try:
-            out = await router_of(c).call(row.id, who.id, "run", request, time.time())
+            async with Admission(c.settings, "start_run", who.id, request.timeout_s):
+                out = await router_of(c).call(row.id, who.id, "run", request, time.time())
         except CerverError as exc:
             return ToolOutcome(output=f"the run failed: {exc.message}", is_error=True)
         return outcome_of(out["result"], out["seq"])

@@ -84,9 +84,11 @@ def translate_sdk_error(exc: Exception, sdk: object) -> UpstreamError:
         kind = (
             "rate_limited" if status == 429 else "server_error" if status >= 500 else "client_error"
         )
+        # An auth failure's body may echo part of the key: it is not passed on.
+        said = "it refused the key" if status in (401, 403) else _short(exc)
         return UpstreamError(
             kind,
-            f"the upstream answered {status}: {_short(exc)}",
+            f"the upstream answered {status}: {said}",
             status=status,
             retry_after_s=retry_after_of(exc.response.headers),
         )
