@@ -154,7 +154,9 @@ def test_bad_requests_leave_nothing_behind(
     )
     assert r.status_code == 409
     assert r.json()["error"]["code"] == "compute_unavailable"
-    assert "recommendation" in str(r.json()["error"]["details"]) or r.json()["error"]["details"]
+    details = r.json()["error"]["details"]
+    assert "local" in details["usable_providers"] and "recommendation" in details
+    assert "/compute" in r.json()["error"]["message"]
     r = other_api.post(f"/v2/sessions/{sid}/run-llm", json={"model": "gpt-5", "input": "x"})
     assert r.status_code == 404
 
