@@ -115,10 +115,13 @@ class Turn:
         try:
             rungs = [self.plan.models, *[[e] for e in self.plan.ladder]]
             for index, models in enumerate(rungs):
-                async for event in self._steps(models, list(messages)):
+                last_rung = index == len(rungs) - 1
+                # A rung a cascade may still reject is not streamed: its text would reach
+                # the client before the check.
+                stream = self.body.stream and last_rung
+                async for event in self._steps(models, list(messages), stream=stream):
                     yield event
                 done = self._last
-                last_rung = index == len(rungs) - 1
                 why = escalation_reason(done.text, done.finish_reason, self._tool_error_left)
                 if why is None or last_rung:
                     break
@@ -140,7 +143,7 @@ class Turn:
 
     # --- steps of one rung ---------------------------------------------------------------
     async def _steps(
-        self, models: list[ModelEntry], messages: list[Message]
+        self, models: list[ModelEntry], messages: list[Message], *, stream: bool
     ) -> AsyncIterator[Event]:
         self._tool_error_left = False
         for _step in range(self.body.max_steps):
@@ -151,7 +154,7 @@ class Turn:
                 harness_for=self.service.harness_for,
                 reserve=self._reserve,
                 release=self.service.budget.release,
-                stream=self.body.stream,
+                stream=stream,
                 retries=self.service.settings.llm_retries,
                 max_wait_s=self.service.settings.llm_retry_max_wait_s,
                 attempts=self.attempts,

@@ -155,3 +155,27 @@ def test_cascade_escalates_a_refusal_within_the_turn(
     api.post(f"/v2/sessions/{sid}/run-llm", json={"model": "gpt-5", "input": "thanks"})
     last = fakes["openai"].received()[-1]["body"]["input"]
     assert "I'm sorry" not in str(last)
+
+
+def test_a_streamed_cascade_streams_only_the_answer_it_keeps(
+    api: httpx.Client, fakes: dict[str, FakeServer]
+) -> None:
+    sid = transcript_only(api)
+    fakes["openai"].script({"model": "gpt-5-nano", "text": ""})  # empty: escalate
+    body = {
+        "model": "auto",
+        "input": "hello",
+        "stream": True,
+        "policy": {"mode": "cheapest", "allowed_models": ["gpt-5-nano", "gpt-5"], "cascade": True},
+    }
+    with api.stream("POST", f"/v2/sessions/{sid}/run-llm", json=body) as r:
+        assert r.status_code == 200
+        assert r.headers["X-Cerver-Model"] == "gpt-5"
+        events = sse_events(r)
+    text = "".join(d["text"] for k, d in events if k == "delta")
+    assert text == "[gpt-5] answer to: hello"
+    assert (
+        events[-1][1]["model"] == "gpt-5" and "empty answer" in events[-1][1]["routing"]["reason"]
+    )
+    nano, top = fakes["openai"].received()
+    assert (nano["stream"], top["stream"]) == (False, True)
