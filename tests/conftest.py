@@ -108,7 +108,7 @@ def server_settings(
         },
         openai_compatible_models=["llama-3.1-8b"],
         llm_prices={"llama-3.1-8b": {"input": 0.1, "output": 0.2}},
-        llm_timeout_s=3.0,
+        llm_timeout_s=5.0,
         llm_retry_max_wait_s=2.0,
     )
     prepare_home(settings)

@@ -45,6 +45,7 @@ class Script:
         self.received: list[dict[str, Any]] = []
         self.in_flight = 0
         self.max_in_flight = 0
+        self.generation = 0
 
     def next_for(self, model: str) -> dict[str, Any]:
         for i, item in enumerate(self.items):
@@ -121,13 +122,15 @@ def make_app(
             body = await request.json()
             entry = script.record(request, body)
             item = script.next_for(str(body.get("model")))
+            generation = script.generation  # a reset forgets requests that came before
             script.in_flight += 1
             script.max_in_flight = max(script.max_in_flight, script.in_flight)
             try:
                 if item.get("delay_s"):
                     await asyncio.sleep(float(item["delay_s"]))
             finally:
-                script.in_flight -= 1
+                if generation == script.generation:
+                    script.in_flight -= 1
             status = item.get("status")
             if status:
                 headers = {"retry-after": str(item["retry_after"])} if "retry_after" in item else {}
@@ -154,6 +157,8 @@ def make_app(
         script.items.clear()
         script.received.clear()
         script.max_in_flight = 0
+        script.in_flight = 0
+        script.generation += 1
         return JSONResponse({"ok": True})
 
     async def received(_request: Request) -> Response:

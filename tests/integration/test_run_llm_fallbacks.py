@@ -54,7 +54,7 @@ def test_a_timeout_is_retried_and_a_long_retry_after_skips_ahead(
     api: httpx.Client, fakes: dict[str, FakeServer]
 ) -> None:
     sid = transcript_only(api)
-    fakes["openai"].script({"model": "gpt-5", "delay_s": 5})  # over the 3 s test timeout
+    fakes["openai"].script({"model": "gpt-5", "delay_s": 8})  # over the 5 s test timeout
     r = api.post(f"/v2/sessions/{sid}/run-llm", json={"model": "gpt-5", "input": "hi"})
     assert r.status_code == 200, r.text
     assert [a["status"] for a in r.json()["attempts"]] == ["timeout", "ok"]
@@ -127,7 +127,7 @@ def test_fifty_concurrent_turns_never_overspend(
     budget = 0.105
     assert fresh_api.put("/v2/account/limits", json={"llm_budget_usd": budget}).status_code == 200
     sessions = [transcript_only(fresh_api) for _ in range(5)]
-    fakes["openai"].script(*[{"delay_s": 1.5}] * 50)  # every call in flight at once
+    fakes["openai"].script(*[{"delay_s": 3.0}] * 50)  # every call in flight at once
 
     def turn(i: int) -> httpx.Response:
         return fresh_api.post(
