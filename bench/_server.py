@@ -21,8 +21,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(**overrides: Any) -> Iterator[tuple[str, str, Settings]]:
-    """Yields (base_url, token, settings); shuts Ray down on exit."""
+def running_server(
+    env: dict[str, str] | None = None, **overrides: Any
+) -> Iterator[tuple[str, str, Settings]]:
+    """Yields (base_url, token, settings); shuts Ray down on exit. ``env``: variables for
+    the ingress replicas (e.g. model keys)."""
     import ray
     from ray import serve
 
@@ -50,7 +53,7 @@ def running_server(**overrides: Any) -> Iterator[tuple[str, str, Settings]]:
     )
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": settings.port})
-        serve.run(application(settings), name="cerver", route_prefix="/")
+        serve.run(application(settings, env=env), name="cerver", route_prefix="/")
         directory = ray.get_actor("cerver-session-directory", namespace="cerver-bench")
         ray.get(directory.warm.remote(), timeout=120)
         yield f"http://127.0.0.1:{settings.port}", token, settings

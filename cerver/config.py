@@ -114,6 +114,36 @@ def _env_labels(name: str) -> dict[str, str]:
     return dict(value)
 
 
+def _env_json_object(name: str, example: str) -> dict:  # type: ignore[type-arg]
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a JSON object, e.g. {name}='{example}'") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name} must be a JSON object, e.g. {name}='{example}'")
+    return value
+
+
+def _env_optional_float(name: str) -> float | None:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return None
+    return _env_float(name, 0.0)
+
+
+def _llm_base_urls() -> dict[str, str]:
+    """The SDKs' standard variables, read here so replicas on other nodes get them too."""
+    found = {
+        "openai": os.environ.get("OPENAI_BASE_URL", ""),
+        "anthropic": os.environ.get("ANTHROPIC_BASE_URL", ""),
+        "openai-compatible": os.environ.get("CERVER_OPENAI_COMPATIBLE_BASE_URL", ""),
+    }
+    return {harness: url for harness, url in found.items() if url}
+
+
 class Settings(BaseModel):
     home: Path
     database_url: str
@@ -165,6 +195,24 @@ class Settings(BaseModel):
     e2b_sandbox_url: str = ""
     e2b_template: str = DEFAULT_E2B_TEMPLATE
     e2b_timeout_s: int = 3600
+    # --- LLM turns (docs/llm.md) -----------------------------------------------------------
+    # Base URL per harness; unset means the SDK's default (which reads OPENAI_BASE_URL /
+    # ANTHROPIC_BASE_URL from the process environment). Keys are never settings: they are
+    # resolved by name through the secrets backend (cerver/llm/keys.py).
+    llm_base_urls: dict[str, str] = {}
+    llm_default_models: dict[str, str] = {
+        "openai": "gpt-5",
+        "anthropic": "claude-sonnet-4-5",
+    }
+    llm_max_output_tokens: int = 4096
+    llm_budget_usd: float | None = None
+    llm_timeout_s: float = 120.0
+    llm_retries: int = 2
+    llm_retry_max_wait_s: float = 30.0
+    premium_model: str | None = None
+    openai_compatible_models: list[str] = []
+    # model -> {"input", "output", "cache_read", "cache_write"} USD per million tokens.
+    llm_prices: dict[str, dict[str, float]] = {}
 
     @property
     def sandboxes_dir(self) -> Path:
@@ -215,6 +263,7 @@ class Settings(BaseModel):
             e2b_sandbox_url=_env_str("CERVER_E2B_SANDBOX_URL", ""),
             e2b_template=_env_str("CERVER_E2B_TEMPLATE", DEFAULT_E2B_TEMPLATE),
             e2b_timeout_s=_env_int("CERVER_E2B_TIMEOUT_S", 3600, minimum=60),
+            **_llm_settings(),
         )
 
 
@@ -241,6 +290,26 @@ def _limits_from_env() -> dict[str, Any]:
         "stress_jobs_max": _env_int("CERVER_STRESS_JOBS_MAX", 200, minimum=1),
         "stress_job_ttl_s": _env_float("CERVER_STRESS_JOB_TTL_S", 3600.0, minimum=1.0),
         "trusted_proxies": _env_networks("CERVER_TRUSTED_PROXIES"),
+    }
+
+
+def _llm_settings() -> dict:  # type: ignore[type-arg]
+    defaults = Settings.model_fields["llm_default_models"].default
+    models = os.environ.get("CERVER_OPENAI_COMPATIBLE_MODELS", "")
+    return {
+        "llm_base_urls": _llm_base_urls(),
+        "llm_default_models": defaults
+        | _env_json_object("CERVER_LLM_DEFAULT_MODELS", '{"openai": "gpt-5-mini"}'),
+        "llm_max_output_tokens": _env_int("CERVER_LLM_MAX_OUTPUT_TOKENS", 4096, minimum=1),
+        "llm_budget_usd": _env_optional_float("CERVER_LLM_BUDGET_USD"),
+        "llm_timeout_s": _env_float("CERVER_LLM_TIMEOUT_S", 120.0, minimum=0.1),
+        "llm_retries": _env_int("CERVER_LLM_RETRIES", 2, minimum=0),
+        "llm_retry_max_wait_s": _env_float("CERVER_LLM_RETRY_MAX_WAIT_S", 30.0, minimum=0.0),
+        "premium_model": os.environ.get("CERVER_PREMIUM_MODEL") or None,
+        "openai_compatible_models": [m.strip() for m in models.split(",") if m.strip()],
+        "llm_prices": _env_json_object(
+            "CERVER_LLM_PRICES", '{"llama-3.1-8b": {"input": 0.1, "output": 0.2}}'
+        ),
     }
 
 

@@ -4,6 +4,7 @@
     ├── BadRequest                   400  bad_request
     │   └── PathEscape               400  path_escape
     ├── Unauthorized                 401  unauthorized
+    ├── BudgetExceeded               402  budget_exceeded       (an LLM turn would overspend)
     ├── NotFound                     404  not_found
     ├── Conflict                     409  conflict
     │   ├── ComputeUnavailable       409  compute_unavailable   (carries a recommendation)
@@ -15,7 +16,8 @@
     │   └── LimitReached             429  limit_reached         (an account cap; names it)
     └── ProviderError                502  provider_error        (a provider failed us)
         ├── SandboxLost              502  sandbox_lost
-        └── ProviderAuthFailed       502  provider_auth_failed  (the provider refused our key)
+        ├── ProviderAuthFailed       502  provider_auth_failed  (the provider refused our key)
+        └── UpstreamFailed           502  upstream_failed       (every model attempt failed)
 
 Structured data travels in keyword-only fields (``details``); nothing parses messages back.
 Adapters translate vendor errors at their edge with ``raise ... from exc``.
@@ -67,6 +69,10 @@ class PathEscape(BadRequest):
 
 class Unauthorized(CerverError):
     status, code = 401, "unauthorized"
+
+
+class BudgetExceeded(CerverError):
+    status, code = 402, "budget_exceeded"
 
 
 class NotFound(CerverError):
@@ -122,3 +128,7 @@ class SandboxLost(ProviderError):
 
 class ProviderAuthFailed(ProviderError):
     code = "provider_auth_failed"
+
+
+class UpstreamFailed(ProviderError):
+    code = "upstream_failed"

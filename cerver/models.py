@@ -114,6 +114,15 @@ class SessionMetrics(BaseModel):
     engagement_score: float
     engagement_label: Literal["idle", "warming", "engaged", "deep"]
     compute_seconds: float = 0.0
+    # Model turns (cerver/llm/metrics.py); cost_estimate_usd includes llm_cost_usd.
+    llm_turn_count: int = 0
+    llm_input_tokens: int = 0
+    llm_output_tokens: int = 0
+    llm_cost_usd: float = 0.0
+    llm_cost_estimated: bool = False
+    llm_by_model: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    premium_baseline_usd: float = 0.0
+    savings_usd: float = 0.0
 
 
 class SessionView(BaseModel):

@@ -56,6 +56,13 @@ def ray_runtime() -> Iterator[None]:
     ray.shutdown()
 
 
+# --- fake model APIs (tests/fakes/openai.py, anthropic.py) for run-llm ------------------
+# The Serve replicas are other processes: the fakes' base URLs reach them in the Settings,
+# the fake keys in the replicas' environment (runtime_env), where the `env` secrets
+# backend resolves OPENAI_API_KEY / ANTHROPIC_API_KEY by name, as in production.
+FAKE_LLM_KEYS = {"OPENAI_API_KEY": "sk-test-openai-key", "ANTHROPIC_API_KEY": "sk-ant-test-key"}
+
+
 @pytest.fixture(scope="session")
 def e2b_fake() -> Iterator[fake_e2b.FakeProcess]:
     """The fake E2B (tests/fakes/e2b.py) the shared server's `e2b` provider talks to."""
@@ -64,7 +71,23 @@ def e2b_fake() -> Iterator[fake_e2b.FakeProcess]:
 
 
 @pytest.fixture(scope="session")
-def server_settings(e2b_fake: fake_e2b.FakeProcess) -> Settings:
+def llm_fakes() -> Iterator[dict]:  # type: ignore[type-arg]
+    from tests.fakes.llm_process import FakeServer
+
+    fakes = {
+        "openai": FakeServer("tests.fakes.openai", free_port()),
+        "anthropic": FakeServer("tests.fakes.anthropic", free_port()),
+    }
+    yield fakes
+    for fake in fakes.values():
+        fake.stop()
+
+
+@pytest.fixture(scope="session")
+def server_settings(
+    e2b_fake: fake_e2b.FakeProcess,
+    llm_fakes: dict,  # type: ignore[type-arg]
+) -> Settings:
     home = make_home()
     settings = Settings(
         home=home,
@@ -79,6 +102,16 @@ def server_settings(e2b_fake: fake_e2b.FakeProcess) -> Settings:
         max_live_sessions_per_account=6,
         e2b_api_url=e2b_fake.url,
         e2b_sandbox_url=e2b_fake.env["CERVER_E2B_SANDBOX_URL"],
+        # run-llm against the fake model APIs (keys: FAKE_LLM_KEYS, in the replicas' env).
+        llm_base_urls={
+            "openai": f"{llm_fakes['openai'].url}/v1",
+            "anthropic": llm_fakes["anthropic"].url,
+            "openai-compatible": f"{llm_fakes['openai'].url}/v1",
+        },
+        openai_compatible_models=["llama-3.1-8b"],
+        llm_prices={"llama-3.1-8b": {"input": 0.1, "output": 0.2}},
+        llm_timeout_s=5.0,
+        llm_retry_max_wait_s=2.0,
     )
     prepare_home(settings)
     return settings
@@ -91,7 +124,7 @@ def server(ray_runtime: None, server_settings: Settings) -> Iterator[str]:
     from cerver.serve_app.app import application
 
     serve.start(http_options={"host": "127.0.0.1", "port": server_settings.port})
-    serve.run(application(server_settings), name="cerver", route_prefix="/")
+    serve.run(application(server_settings, env=FAKE_LLM_KEYS), name="cerver", route_prefix="/")
     yield f"http://127.0.0.1:{server_settings.port}"
     serve.shutdown()
 

@@ -21,6 +21,7 @@ def build_app(settings: Settings) -> FastAPI:
     from cerver.serve_app import (
         routes_computes,
         routes_gateway,
+        routes_llm,
         routes_sandbox,
         routes_sessions,
     )
@@ -50,6 +51,7 @@ def build_app(settings: Settings) -> FastAPI:
     app.include_router(routes_computes.router)
     app.include_router(routes_sandbox.router)
     app.include_router(routes_gateway.router)
+    app.include_router(routes_llm.router)
 
     @app.on_event("startup")
     async def warm_pool() -> None:
@@ -83,5 +85,11 @@ class Ingress:
         return build_app(self.settings)
 
 
-def application(settings: Settings) -> serve.Application:
+def application(settings: Settings, env: dict[str, str] | None = None) -> serve.Application:
+    """The Serve app. ``env``: variables for the ingress replicas' environment (their
+    runtime_env), e.g. model keys for the ``env`` secrets backend when the replicas run
+    somewhere the deploying process's environment does not reach (tests do this)."""
+    if env:
+        options = {"num_cpus": 0, "runtime_env": {"env_vars": dict(env)}}
+        return Ingress.options(ray_actor_options=options).bind(settings)  # type: ignore[attr-defined]
     return Ingress.bind(settings)  # type: ignore[attr-defined]

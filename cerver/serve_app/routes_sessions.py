@@ -43,7 +43,8 @@ async def current_view(c: AppContext, row: SessionRow, **kwargs: Any) -> Session
     compute = (
         await asyncio.to_thread(c.store.computes.get, row.compute_id) if row.compute_id else None
     )
-    return session_view(row, compute, **kwargs)
+    llm_calls = await asyncio.to_thread(c.store.llm_spend.session_calls, row.id)
+    return session_view(row, compute, llm_calls=llm_calls, **kwargs)
 
 
 @router.post("/v2/sessions", status_code=201, response_model=SessionView)
@@ -155,9 +156,12 @@ async def list_sessions(
         for r in page
         if r.compute_id
     }
+    llm_calls = {r.id: await asyncio.to_thread(c.store.llm_spend.session_calls, r.id) for r in page}
     return {
         "sessions": [
-            session_view(r, computes.get(r.compute_id) if r.compute_id else None).model_dump()
+            session_view(
+                r, computes.get(r.compute_id) if r.compute_id else None, llm_calls=llm_calls[r.id]
+            ).model_dump()
             for r in page
         ],
         "next_cursor": encode_cursor(page[-1]) if more and page else None,
@@ -198,7 +202,9 @@ async def session_metrics(
         "session_id": row.id,
         "status": row.status,
         "provider": row.provider,
-        "metrics": metrics_of(row).model_dump(),
+        "metrics": metrics_of(
+            row, await asyncio.to_thread(c.store.llm_spend.session_calls, row.id)
+        ).model_dump(),
     }
 
 

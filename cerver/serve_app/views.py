@@ -8,14 +8,17 @@ import time
 from typing import Any
 
 from cerver.errors import BadRequest
+from cerver.llm.metrics import with_llm
 from cerver.metrics import MetricsState, view
 from cerver.models import Routing, SessionMetrics, SessionView
 from cerver.store import ComputeRow, SessionRow, TranscriptEntry
+from cerver.store.llm_spend import SpendRow
 
 
-def metrics_of(row: SessionRow) -> SessionMetrics:
+def metrics_of(row: SessionRow, llm_calls: list[SpendRow] | None = None) -> SessionMetrics:
     now = row.closed_at if row.closed_at is not None else time.time()
-    return view(MetricsState.load(row.metrics), created_at=row.created_at, now=now)
+    metrics = view(MetricsState.load(row.metrics), created_at=row.created_at, now=now)
+    return with_llm(metrics, llm_calls) if llm_calls else metrics
 
 
 def session_view(
@@ -24,6 +27,7 @@ def session_view(
     *,
     transcript: list[TranscriptEntry] | None = None,
     transcript_length: int | None = None,
+    llm_calls: list[SpendRow] | None = None,
 ) -> SessionView:
     record: dict[str, Any] = (compute.record or {}) if compute is not None else {}
     entries = [e.model_dump() for e in transcript] if transcript is not None else None
@@ -39,7 +43,7 @@ def session_view(
         runtime=row.runtime,
         created_at=row.created_at,
         closed_at=row.closed_at,
-        metrics=metrics_of(row),
+        metrics=metrics_of(row, llm_calls),
         routing=Routing.model_validate(row.routing) if row.routing else None,
         transcript_length=transcript_length,
         transcript=entries,

@@ -9,6 +9,7 @@ from cerver.store.computes import ComputeRow, Computes
 from cerver.store.credentials import Credentials
 from cerver.store.db import engine_for
 from cerver.store.observations import Observations
+from cerver.store.llm_spend import LlmSpend
 from cerver.store.sessions import SessionRow, Sessions, TranscriptEntry
 
 
@@ -19,6 +20,7 @@ class Store:
     computes: Computes
     credentials: Credentials
     observations: Observations
+    llm_spend: LlmSpend
 
     @classmethod
     def open(cls, url: str) -> Store:
@@ -29,6 +31,7 @@ class Store:
             Computes(engine),
             Credentials(engine),
             Observations(engine),
+            LlmSpend(engine),
         )
 
 
@@ -39,6 +42,7 @@ __all__ = [
     "Computes",
     "Credentials",
     "Observations",
+    "LlmSpend",
     "SessionRow",
     "Sessions",
     "Store",

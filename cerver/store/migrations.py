@@ -158,7 +158,48 @@ def _v1_initial(conn: Connection) -> None:
     m.create_all(conn, checkfirst=True)
 
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _v1_initial),)
+def _v2_llm_spend(conn: Connection) -> None:
+    """Version 2: account limits (the LLM budget) and the LLM spend ledger."""
+    m = MetaData()
+    Table("accounts", m, Column("id", String(40), primary_key=True))
+    Table(
+        "account_limits",
+        m,
+        Column("account_id", String(40), ForeignKey("accounts.id"), primary_key=True),
+        Column("llm_budget_usd", Float, nullable=True),
+        Column("updated_at", Float, nullable=False),
+    )
+    Table(
+        "llm_spend",
+        m,
+        Column("id", String(40), primary_key=True),
+        Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
+        Column("session_id", String(40), nullable=True),
+        Column("turn_id", String(40), nullable=True),
+        Column("kind", String(10), nullable=False),
+        Column("month", String(7), nullable=False),
+        Column("model", String(100), nullable=False),
+        Column("harness", String(40), nullable=False),
+        Column("input_tokens", Integer, nullable=False),
+        Column("output_tokens", Integer, nullable=False),
+        Column("cache_read_tokens", Integer, nullable=False),
+        Column("cache_write_tokens", Integer, nullable=False),
+        Column("reasoning_tokens", Integer, nullable=False),
+        Column("cost_usd", Float, nullable=False),
+        Column("baseline_usd", Float, nullable=False),
+        Column("estimated", Boolean, nullable=False),
+        Column("created_at", Float, nullable=False),
+        Index("ix_llm_spend_account_month", "account_id", "month"),
+        Index("ix_llm_spend_session", "session_id"),
+    )
+    m.tables["account_limits"].create(conn, checkfirst=True)
+    m.tables["llm_spend"].create(conn, checkfirst=True)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial schema", _v1_initial),
+    Migration(2, "llm spend and account limits", _v2_llm_spend),
+)
 
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -105,9 +105,47 @@ observations = Table(
     Index("ix_observations_provider_metric", "provider", "metric", "ts"),
 )
 
+# --- LLM spend and budgets (cerver/store/llm_spend.py, docs/llm.md) -----------------------
+# Per-account limits; a null budget means "the deployment default" (CERVER_LLM_BUDGET_USD).
+account_limits = Table(
+    "account_limits",
+    metadata,
+    Column("account_id", String(40), ForeignKey("accounts.id"), primary_key=True),
+    Column("llm_budget_usd", Float, nullable=True),
+    Column("updated_at", Float, nullable=False),
+)
+
+# One row per upstream model call ("spent") and one per open reservation ("reserved", the
+# worst case of a call in flight; replaced by its "spent" row when the call settles).
+llm_spend = Table(
+    "llm_spend",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
+    Column("session_id", String(40), nullable=True),
+    Column("turn_id", String(40), nullable=True),
+    Column("kind", String(10), nullable=False),  # reserved | spent
+    Column("month", String(7), nullable=False),  # YYYY-MM (UTC)
+    Column("model", String(100), nullable=False),
+    Column("harness", String(40), nullable=False),
+    Column("input_tokens", Integer, nullable=False),
+    Column("output_tokens", Integer, nullable=False),
+    Column("cache_read_tokens", Integer, nullable=False),
+    Column("cache_write_tokens", Integer, nullable=False),
+    Column("reasoning_tokens", Integer, nullable=False),
+    Column("cost_usd", Float, nullable=False),
+    Column("baseline_usd", Float, nullable=False),
+    Column("estimated", Boolean, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index("ix_llm_spend_account_month", "account_id", "month"),
+    Index("ix_llm_spend_session", "session_id"),
+)
+
 __all__ = [
+    "account_limits",
     "accounts",
     "computes",
+    "llm_spend",
     "metadata",
     "observations",
     "provider_credentials",

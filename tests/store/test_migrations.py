@@ -119,6 +119,7 @@ def test_a_database_from_before_migrations_is_adopted(fresh: Engine) -> None:
 
 def test_a_later_step_runs_once_in_order(fresh: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     migrate(fresh)
+    base = migrations.LATEST_VERSION
     calls: list[int] = []
 
     def add_scratch(conn: Connection) -> None:
@@ -131,15 +132,15 @@ def test_a_later_step_runs_once_in_order(fresh: Engine, monkeypatch: pytest.Monk
 
     steps = (
         *migrations.MIGRATIONS,
-        Migration(2, "scratch table", add_scratch),
-        Migration(3, "scratch row", fill_scratch),
+        Migration(base + 1, "scratch table", add_scratch),
+        Migration(base + 2, "scratch row", fill_scratch),
     )
     monkeypatch.setattr(migrations, "MIGRATIONS", steps)
-    monkeypatch.setattr(migrations, "LATEST_VERSION", 3)
-    assert migrate(fresh) == 3
-    assert migrate(fresh) == 3
+    monkeypatch.setattr(migrations, "LATEST_VERSION", base + 2)
+    assert migrate(fresh) == base + 2
+    assert migrate(fresh) == base + 2
     assert calls == [2, 3]
-    assert [v for v, _ in _applied(fresh)] == [1, 2, 3]
+    assert [v for v, _ in _applied(fresh)] == [*range(1, base + 3)]
     with fresh.connect() as conn:
         assert conn.execute(text("SELECT id FROM scratch")).scalar_one() == 7
 
@@ -148,18 +149,21 @@ def test_a_failing_step_leaves_the_database_where_it_was(
     fresh: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     migrate(fresh)
+    base = migrations.LATEST_VERSION
 
     def half_then_fail(conn: Connection) -> None:
         Table("half", MetaData(), Column("id", Integer, primary_key=True)).create(conn)
         raise RuntimeError("step failed")
 
     monkeypatch.setattr(
-        migrations, "MIGRATIONS", (*migrations.MIGRATIONS, Migration(2, "fails", half_then_fail))
+        migrations,
+        "MIGRATIONS",
+        (*migrations.MIGRATIONS, Migration(base + 1, "fails", half_then_fail)),
     )
-    monkeypatch.setattr(migrations, "LATEST_VERSION", 2)
+    monkeypatch.setattr(migrations, "LATEST_VERSION", base + 1)
     with pytest.raises(RuntimeError, match="step failed"):
         migrate(fresh)
-    assert [v for v, _ in _applied(fresh)] == [1]
+    assert [v for v, _ in _applied(fresh)] == [*range(1, base + 1)]
     assert "half" not in inspect(fresh).get_table_names()
 
 

@@ -1,0 +1,72 @@
+"""Budgets: per account and calendar month (UTC). Before every upstream call the worst
+case of that call is reserved (input tokens bounded from above by the request's bytes,
+output at ``max_output_tokens``, each at the dearest rate that could apply); after it, the
+reservation is settled with the real usage and cost. The store does both atomically
+(cerver/store/llm_spend.py), so concurrent turns never spend more than the budget.
+
+The account's own budget (``PUT /v2/account/limits``) wins over the deployment default
+(``CERVER_LLM_BUDGET_USD``; unset means no budget)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from cerver.config import Settings
+from cerver.errors import BudgetExceeded
+from cerver.llm.catalog import ModelEntry
+from cerver.llm.conversation import upper_bound_tokens
+from cerver.llm.prices import PriceTable
+from cerver.llm.types import Call
+from cerver.store import Store
+from cerver.store.llm_spend import BudgetShortfall, SpendRow
+
+
+class Budget:
+    def __init__(self, settings: Settings, store: Store, prices: PriceTable) -> None:
+        self.settings = settings
+        self.store = store
+        self.prices = prices
+
+    def worst_case(self, entry: ModelEntry, call: Call) -> float:
+        tools = [t.model_dump() for t in call.tools]
+        tokens_in = upper_bound_tokens(call.messages, call.system, tools)
+        return self.prices.worst_case(entry, tokens_in, call.max_output_tokens)
+
+    async def reserve(self, account_id: str, session_id: str, entry: ModelEntry, call: Call) -> str:
+        amount = self.worst_case(entry, call)
+        try:
+            return await asyncio.to_thread(
+                self.store.llm_spend.reserve,
+                account_id,
+                session_id,
+                model=entry.name,
+                harness=entry.harness,
+                amount_usd=amount,
+                default_budget_usd=self.settings.llm_budget_usd,
+            )
+        except BudgetShortfall as short:
+            left = max(0.0, short.budget_usd - short.spent_usd - short.reserved_usd)
+            raise BudgetExceeded(
+                f"this turn could cost up to ${short.asked_usd:.6f} on {entry.name}, and the "
+                f"account has ${left:.6f} left of its ${short.budget_usd:g} LLM budget this "
+                "month; raise it with "
+                'PUT /v2/account/limits {"llm_budget_usd": ...}, or lower max_output_tokens',
+                details={
+                    "budget_usd": short.budget_usd,
+                    "spent_usd": round(short.spent_usd, 8),
+                    "reserved_usd": round(short.reserved_usd, 8),
+                    "worst_case_usd": round(short.asked_usd, 8),
+                    "model": entry.name,
+                },
+            ) from None
+
+    async def settle(
+        self, reservation: str, account_id: str, session_id: str, row: SpendRow
+    ) -> None:
+        await asyncio.to_thread(
+            self.store.llm_spend.settle, reservation, account_id, session_id, row
+        )
+
+    async def release(self, reservation: str | None) -> None:
+        if reservation is not None:
+            await asyncio.to_thread(self.store.llm_spend.release, reservation)

@@ -1,0 +1,90 @@
+"""What a replica keeps for model turns: the catalog, prices, budget, harness clients; and
+the plan of a turn (which model, which fallbacks, which cascade ladder), made before
+anything is written so bad input leaves no trace."""
+
+from __future__ import annotations
+
+from cerver.config import Settings
+from cerver.errors import BadRequest
+from cerver.llm import keys, routing
+from cerver.llm.budget import Budget
+from cerver.llm.catalog import Catalog, ModelEntry
+from cerver.llm.harnesses import Harness
+from cerver.llm.pool import HarnessPool
+from cerver.llm.prices import PriceTable
+from cerver.llm.wire import LlmPolicy, RunLlmRequest
+from cerver.store import SessionRow, Store
+
+
+class LlmService:
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self.catalog = Catalog(settings)
+        self.prices = PriceTable(settings.llm_prices)
+        self.budget = Budget(settings, store, self.prices)
+        self.pool = HarnessPool()
+
+    def harness_for(self, entry: ModelEntry) -> Harness:
+        return self.pool.get(entry.harness, keys.endpoint_for(entry.harness, self.settings))
+
+    def callable_models(self) -> list[ModelEntry]:
+        """Catalog models whose harness this deployment can call (a key is there)."""
+        ready = {h: keys.available(h, self.settings) for h in keys.KEY_NAMES}
+        return [e for e in self.catalog.entries.values() if ready.get(e.harness)]
+
+    def premium(self) -> ModelEntry | None:
+        """The baseline of savings: CERVER_PREMIUM_MODEL, else the priciest callable model."""
+        if self.settings.premium_model:
+            return self.catalog.get(self.settings.premium_model)
+        priced = [e for e in self.callable_models() if self.prices.known(e)]
+        return max(priced, key=self.prices.blended, default=None)
+
+    def plan_models(
+        self, row: SessionRow, body: RunLlmRequest, *, depth: int, context_tokens: int
+    ) -> tuple[list[ModelEntry], list[ModelEntry], routing.Decision | None]:
+        """(the model then its fallbacks, the cascade rungs above it, the routing)."""
+        fallbacks = [self.catalog.get(name) for name in body.fallbacks]
+        if body.model != "auto":
+            if body.policy is not None:
+                raise BadRequest(
+                    '"policy" applies to "model": "auto" only; drop it or ask for auto',
+                    details={"field": "policy"},
+                )
+            first = (
+                self.catalog.get(body.model)
+                if body.model
+                else self.catalog.default_for(body.harness or row.harness)
+            )
+            return [first, *fallbacks], [], None
+        policy = body.policy or _DEFAULT_POLICY
+        pool = self.callable_models()
+        if policy.allowed_models is not None:
+            allowed = {self.catalog.get(name).name for name in policy.allowed_models}
+            pool = [e for e in pool if e.name in allowed]
+        pool = [e for e in pool if self.prices.known(e)]
+        turn = routing.features(
+            body.input, tools=bool(body.tools), depth=depth, context_tokens=context_tokens
+        )
+        decision = routing.choose(
+            turn,
+            pool,
+            {e.name: self.prices.blended(e) for e in pool},
+            mode=policy.mode,
+            context_needed=context_tokens + self.max_output(body),
+        )
+        if decision is None:
+            raise BadRequest(
+                "no model fits this turn under the policy: allow more models, or configure "
+                "a key for another harness",
+                details={"field": "policy.allowed_models", "callable": [e.name for e in pool]},
+            )
+        ladder = [self.catalog.get(name) for name in decision.ladder]
+        rungs = ladder[1:] if policy.cascade else []
+        return [ladder[0], *fallbacks], rungs, decision
+
+    def max_output(self, body: RunLlmRequest) -> int:
+        return body.max_output_tokens or self.settings.llm_max_output_tokens
+
+
+_DEFAULT_POLICY = LlmPolicy()

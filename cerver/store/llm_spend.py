@@ -1,0 +1,213 @@
+"""LLM spend: a ledger of model calls and the per-account budget that bounds it.
+
+Every upstream model call is bracketed by a reservation and a settlement:
+
+1. ``reserve`` inserts a ``reserved`` row holding the call's worst-case cost, in a
+   transaction that first takes the account's budget lock and checks that the month's
+   spend plus every open reservation plus this one stays within the budget. On PostgreSQL
+   the lock is the account's ``account_limits`` row (``SELECT ... FOR UPDATE``); on SQLite
+   ``BEGIN IMMEDIATE`` takes the database's write lock before the sums are read. Either way
+   two reservations of one account never both see the room that only one of them fits in.
+2. ``settle`` replaces the reservation with a ``spent`` row of the real usage and cost (in
+   one transaction); ``release`` drops a reservation whose call never reached upstream.
+
+So concurrent turns never spend more than the budget, provided the worst case is an upper
+bound of the real cost (cerver/llm/budget.py says how it is computed).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+
+from pydantic import BaseModel
+from sqlalchemy import Connection, Engine, delete, func, insert, select
+
+from cerver.store import schema
+from cerver.store.db import insert_or
+from cerver.store.ids import new_id, now
+
+L, SP = schema.account_limits, schema.llm_spend
+
+# A reservation older than this belongs to a call whose process died before settling: it
+# stops holding budget (no call lives this long: see CERVER_LLM_TIMEOUT_S and the retries).
+STALE_RESERVATION_S = 3600.0
+
+
+def month_of(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m")
+
+
+class SpendRow(BaseModel):
+    """One settled model call (what it used, what it cost, what the premium model would
+    have cost for the same tokens)."""
+
+    model: str
+    harness: str
+    turn_id: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost_usd: float = 0.0
+    baseline_usd: float = 0.0
+    estimated: bool = False
+
+
+class BudgetShortfall(Exception):
+    """A reservation does not fit in the account's budget for the month."""
+
+    def __init__(self, *, budget_usd: float, spent_usd: float, reserved_usd: float, asked: float):
+        super().__init__("llm budget exceeded")
+        self.budget_usd = budget_usd
+        self.spent_usd = spent_usd
+        self.reserved_usd = reserved_usd
+        self.asked_usd = asked
+
+
+class MonthSpend(BaseModel):
+    month: str
+    spent_usd: float
+    reserved_usd: float
+
+
+class LlmSpend:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # --- limits --------------------------------------------------------------------------
+    def set_budget(self, account_id: str, budget_usd: float | None) -> None:
+        with self.engine.begin() as conn:
+            stmt = insert_or(conn, L).values(
+                account_id=account_id, llm_budget_usd=budget_usd, updated_at=now()
+            )
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["account_id"],
+                    set_={
+                        "llm_budget_usd": stmt.excluded.llm_budget_usd,
+                        "updated_at": stmt.excluded.updated_at,
+                    },
+                )
+            )
+
+    def budget(self, account_id: str) -> float | None:
+        """The account's own budget; None when it has none (the deployment default applies)."""
+        with self.engine.connect() as conn:
+            return _budget(conn, account_id)
+
+    # --- the ledger ----------------------------------------------------------------------
+    @contextmanager
+    def _locked(self, account_id: str) -> Iterator[Connection]:
+        """A transaction holding the account's budget lock (see the module docstring)."""
+        with self.engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                with conn.begin():
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                    yield conn
+                return
+            with conn.begin():
+                stmt = insert_or(conn, L).values(
+                    account_id=account_id, llm_budget_usd=None, updated_at=now()
+                )
+                conn.execute(stmt.on_conflict_do_nothing(index_elements=["account_id"]))
+                conn.execute(
+                    select(L.c.account_id).where(L.c.account_id == account_id).with_for_update()
+                )
+                yield conn
+
+    def reserve(
+        self,
+        account_id: str,
+        session_id: str | None,
+        *,
+        model: str,
+        harness: str,
+        amount_usd: float,
+        default_budget_usd: float | None,
+    ) -> str:
+        """Hold ``amount_usd`` against the month's budget; returns the reservation id.
+        Raises BudgetShortfall (and holds nothing) when it does not fit."""
+        stamp = time.time()
+        month = month_of(stamp)
+        with self._locked(account_id) as conn:
+            own = _budget(conn, account_id)
+            budget = own if own is not None else default_budget_usd
+            if budget is not None:
+                spent, reserved = _sums(conn, account_id, month)
+                if spent + reserved + amount_usd > budget + 1e-12:
+                    raise BudgetShortfall(
+                        budget_usd=budget, spent_usd=spent, reserved_usd=reserved, asked=amount_usd
+                    )
+            reservation = new_id("rsv")
+            conn.execute(
+                insert(SP).values(
+                    id=reservation,
+                    account_id=account_id,
+                    session_id=session_id,
+                    kind="reserved",
+                    month=month,
+                    **SpendRow(model=model, harness=harness, cost_usd=amount_usd).model_dump(),
+                    created_at=stamp,
+                )
+            )
+            return reservation
+
+    def settle(
+        self, reservation: str, account_id: str, session_id: str | None, row: SpendRow
+    ) -> None:
+        stamp = time.time()
+        with self.engine.begin() as conn:
+            conn.execute(delete(SP).where(SP.c.id == reservation))
+            conn.execute(
+                insert(SP).values(
+                    id=new_id("llm"),
+                    account_id=account_id,
+                    session_id=session_id,
+                    kind="spent",
+                    month=month_of(stamp),
+                    **row.model_dump(),
+                    created_at=stamp,
+                )
+            )
+
+    def release(self, reservation: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(SP).where(SP.c.id == reservation, SP.c.kind == "reserved"))
+
+    def month(self, account_id: str, at: float | None = None) -> MonthSpend:
+        month = month_of(at if at is not None else time.time())
+        with self.engine.connect() as conn:
+            spent, reserved = _sums(conn, account_id, month)
+        return MonthSpend(month=month, spent_usd=spent, reserved_usd=reserved)
+
+    def session_calls(self, session_id: str) -> list[SpendRow]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(SP)
+                .where(SP.c.session_id == session_id, SP.c.kind == "spent")
+                .order_by(SP.c.created_at)
+            ).mappings()
+            return [SpendRow.model_validate(dict(r)) for r in rows]
+
+
+def _budget(conn: Connection, account_id: str) -> float | None:
+    found = conn.execute(select(L.c.llm_budget_usd).where(L.c.account_id == account_id)).first()
+    return None if found is None or found[0] is None else float(found[0])
+
+
+def _sums(conn: Connection, account_id: str, month: str) -> tuple[float, float]:
+    rows = conn.execute(
+        select(SP.c.kind, func.coalesce(func.sum(SP.c.cost_usd), 0.0))
+        .where(
+            SP.c.account_id == account_id,
+            SP.c.month == month,
+            (SP.c.kind == "spent") | (SP.c.created_at > time.time() - STALE_RESERVATION_S),
+        )
+        .group_by(SP.c.kind)
+    ).all()
+    sums = {kind: float(total) for kind, total in rows}
+    return sums.get("spent", 0.0), sums.get("reserved", 0.0)
