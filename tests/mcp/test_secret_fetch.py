@@ -19,6 +19,8 @@ async def test_tools_are_listed_with_their_schemas(tmp_path: Path) -> None:
     async with mcp_client({}, tmp_path / "err.log") as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
     assert set(tools) == TOOLS
+    for tool in tools.values():
+        assert tool.annotations is not None and tool.annotations.read_only_hint is True
     fetch = tools["secret_fetch"]
     assert fetch.input_schema["required"] == ["name"]
     assert set(fetch.output_schema["required"]) == {"name", "value", "source"}

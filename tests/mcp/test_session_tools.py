@@ -161,6 +161,7 @@ async def test_gateway_errors_carry_its_message(
     tmp_path: Path, server: str, agent_token: str, other_api: httpx.Client
 ) -> None:
     theirs = create(other_api)
+    other_api.delete(f"/v2/sessions/{theirs}")  # closed, still readable by its owner
     async with mcp_client(gateway_env(server, agent_token), tmp_path / "err.log") as client:
         unknown = error_text(
             await client.call_tool("cerver_session_peek", {"session_id": "sess_nope"})
@@ -179,7 +180,6 @@ async def test_gateway_errors_carry_its_message(
     assert "invalid cursor: pass the next_cursor value of a previous page unchanged" in cursor
     assert "HTTP 400" in cursor
     assert "invalid request: limit" in limit and "HTTP 422" in limit
-    other_api.delete(f"/v2/sessions/{theirs}")
 
 
 async def test_token_and_url_problems_are_named(tmp_path: Path, server: str) -> None:

@@ -53,6 +53,15 @@ def start(env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], float]
             },
             "INFISICAL_API_URL='app.infisical.com'",
         ),
+        (
+            {
+                "CERVER_SECRETS_BACKEND": "infisical",
+                "INFISICAL_TOKEN": "st.x",
+                "INFISICAL_PROJECT_ID": "p",
+                "INFISICAL_API_URL": "https://infisical.example.com/api",
+            },
+            "ends with /api; set the host only",
+        ),
     ],
 )
 def test_missing_or_wrong_setting_exits_fast_naming_it(env: dict[str, str], named: str) -> None:
@@ -86,6 +95,8 @@ def test_python_contract_value_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     }
     with pytest.raises(ValueError, match="'NOPE' is not set"):
         fetch("NOPE")
+    with pytest.raises(ValueError, match="name must not be empty"):
+        fetch("")
     monkeypatch.setenv("CERVER_SECRETS_BACKEND", "vault")
     with pytest.raises(ValueError, match="not a known secrets backend; use one of: env, infisical"):
         fetch("OPENAI_API_KEY")

@@ -41,10 +41,14 @@ def _setting(environ: Mapping[str, str], name: str) -> str:
 
 
 def http_url(environ: Mapping[str, str], name: str, default: str) -> str:
+    """An http(s) base URL: the host (and port), without a trailing `/api`: the clients
+    add the API paths themselves."""
     value = _setting(environ, name) or default
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(f"{name}={value!r} is not an http(s) URL; set it like {default!r}")
+    if parts.path.rstrip("/").endswith("/api"):
+        raise ConfigError(f"{name}={value!r} ends with /api; set the host only, like {default!r}")
     return value.rstrip("/")
 
 

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any, Literal, TypedDict
 
 from mcp.server.mcpserver import MCPServer
+from mcp.types import ToolAnnotations
 
 from cerver_mcp import __version__, backends
 from cerver_mcp.config import gateway_config
@@ -22,6 +23,8 @@ from cerver_mcp.redaction import Redactor
 from cerver_mcp.transcript import markdown
 
 DEFAULT_TAIL = 50
+# Every tool only reads: the vault or the gateway.
+READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True)
 
 
 class SecretValue(TypedDict):
@@ -52,11 +55,16 @@ redactor = Redactor()
     description=(
         "Fetch the secret stored under exactly `name` from the configured backend "
         "(CERVER_SECRETS_BACKEND: env or infisical). Returns {name, value, source}."
-    )
+    ),
+    annotations=READ_ONLY,
 )
 async def secret_fetch(name: str) -> SecretValue:
     environ = os.environ
     try:
+        if not name:
+            raise ValueError(
+                "name must not be empty: pass the exact name the secret is stored under"
+            )
         backend = backends.active(environ)
         value = await backend.fetch(name, environ)
     except ValueError as exc:  # ConfigError, SecretLookupError
@@ -69,7 +77,8 @@ async def secret_fetch(name: str) -> SecretValue:
     description=(
         "List the account's sessions, newest first: {sessions, next_cursor}. Pass "
         "next_cursor back as `cursor` for the next page; `name` filters by session name."
-    )
+    ),
+    annotations=READ_ONLY,
 )
 async def cerver_session_list(
     limit: int = 20, name: str | None = None, cursor: str | None = None
@@ -83,7 +92,8 @@ async def cerver_session_list(
         "A session's summary and recent transcript: the last `tail` entries (default 50), "
         "or, with `since`, up to `tail` entries (default 200) after that seq, oldest first; "
         "continue with the answer's next_since."
-    )
+    ),
+    annotations=READ_ONLY,
 )
 async def cerver_session_peek(
     session_id: str, tail: int | None = None, since: int | None = None
@@ -102,6 +112,7 @@ async def cerver_session_peek(
         "The whole transcript of a session with its summary, read page by page. "
         'format="json" (default): {session, transcript}; format="markdown": a document.'
     ),
+    annotations=READ_ONLY,
     structured_output=False,
 )
 async def cerver_session_export(
