@@ -112,3 +112,13 @@ async def test_without_bwrap_the_node_refuses_unless_the_operator_chose_rlimits(
     assert record.isolation == "rlimits"
     await adapter.delete_sandbox(record)
     await adapter.close()
+
+
+async def test_the_ray_provider_refuses_it_too_before_placing_anything(home: Path) -> None:
+    """It used to pass ``options.isolation`` on to the local adapter inside its actor."""
+    from cerver.adapters import registry
+
+    adapter = registry.get("ray")(make_settings(home, "bwrap"))
+    spec = SandboxSpec(account_id="a", options={"isolation": "rlimits"})
+    with pytest.raises(Unprocessable, match="not a tenant option"):
+        await adapter.create_sandbox(spec)

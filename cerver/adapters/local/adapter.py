@@ -44,6 +44,7 @@ from cerver.adapters.local.isolation import (
     bwrap_unavailable_reason,
     limits_from,
     path_inside,
+    refuse_tenant_isolation,
     running_as_root,
     sandbox_env,
 )
@@ -155,13 +156,7 @@ class LocalAdapter(ComputeAdapter):
         """A sandbox from the warm pool when the spec fits one (no network, the default
         isolation and limits; ``env`` is applied per run, so it does not matter), else a
         freshly provisioned one whose supervisor starts with its first run."""
-        if "isolation" in spec.options:
-            raise Unprocessable(
-                "options.isolation is not a tenant option: isolation is the server's policy "
-                f"(CERVER_SANDBOX_ISOLATION, here {self.settings.sandbox_isolation!r}); "
-                "remove it from the request",
-                details={"field": "options.isolation"},
-            )
+        refuse_tenant_isolation(spec.options, self.settings)
         unknown = set(spec.options) - set(SPEC_OPTIONS)
         if unknown:
             raise BadRequest(

@@ -36,7 +36,7 @@ from pathlib import Path
 from cerver.adapters.local import files, runtimes
 from cerver.adapters.local.layout import INTERNAL_DIR, WORKSPACE_IN_BWRAP, Limits, LocalSandboxData
 from cerver.config import Settings
-from cerver.errors import ProviderError
+from cerver.errors import ProviderError, Unprocessable
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -124,6 +124,17 @@ def network_prefix_argv() -> list[str]:
         "-t", "none", "-u", "none", "-T", "none", "-U", "none",
         "--", "/bin/sh", "-c", ROUTE_SCRIPT, "sh", *blocked, "--",
     ]  # fmt: skip
+
+
+def refuse_tenant_isolation(options: dict[str, object], settings: Settings) -> None:
+    """Isolation is the server's policy: a request that names one is refused (422)."""
+    if "isolation" in options:
+        raise Unprocessable(
+            "options.isolation is not a tenant option: isolation is the server's policy "
+            f"(CERVER_SANDBOX_ISOLATION, here {settings.sandbox_isolation!r}); "
+            "remove it from the request",
+            details={"field": "options.isolation"},
+        )
 
 
 def limits_from(settings: Settings, memory_mb: int | None = None) -> Limits:

@@ -38,6 +38,7 @@ from cerver.adapters.base import (
     SandboxSpec,
     SandboxState,
 )
+from cerver.adapters.local.isolation import refuse_tenant_isolation
 from cerver.adapters.raycluster import cluster
 from cerver.adapters.raycluster.host import SandboxHost
 from cerver.adapters.raycluster.placement import Placement, placement_from, shortfall
@@ -47,8 +48,9 @@ from cerver.errors import BadRequest, CerverError, ComputeUnavailable, ProviderE
 PLACEMENT_WAIT_S = 10.0
 # A host whose capacity is free but whose worker process is still starting gets this more.
 STARTUP_WAIT_S = 60.0
-# Options this provider reads itself; everything else is refused, ``isolation`` is passed on.
-SPEC_OPTIONS = ("node_labels", "isolation")
+# Options this provider reads itself; everything else is refused (``isolation`` with 422:
+# it is the server's policy, not a tenant option).
+SPEC_OPTIONS = ("node_labels",)
 ACTOR_PREFIX = "cerver-raysb-"
 
 
@@ -101,6 +103,7 @@ class RayAdapter(ComputeAdapter):
     # ------------------------------------------------------------------ create
 
     async def create_sandbox(self, spec: SandboxSpec) -> SandboxRecord:
+        refuse_tenant_isolation(spec.options, self.settings)
         unknown = set(spec.options) - set(SPEC_OPTIONS)
         if unknown:
             raise BadRequest(
