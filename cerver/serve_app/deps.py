@@ -13,6 +13,7 @@ from cerver.actors.router import SessionRouter
 from cerver.actors.sandbox_directory import SandboxDirectory
 from cerver.config import Settings
 from cerver.errors import Unauthorized
+from cerver.llm.service import LlmService
 from cerver.store import Account, Store
 from cerver.store.accounts import hash_token
 
@@ -25,6 +26,7 @@ class AppContext:
     store: Store
     sessions: SessionRouter  # reaches the host of a session (actors/session.py)
     sandboxes: SandboxDirectory  # reaches the actor of a /sandbox compute (actors/sandbox.py)
+    llm: LlmService | None = None  # model turns (cerver/llm), made on first use
 
 
 def ctx(request: Request) -> AppContext:

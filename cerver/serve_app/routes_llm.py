@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from cerver.actors.account_limits import Admission
-from cerver.actors.provisioning import compute_unavailable
+from cerver.adapters.access import compute_unavailable
 from cerver.adapters.base import ExecRequest
 from cerver.config import Settings
 from cerver.errors import CerverError, SessionClosed
@@ -25,7 +25,7 @@ from cerver.llm.tools import ToolOutcome, outcome_of
 from cerver.llm.turn import Event, Plan, ToolRunner, Turn
 from cerver.llm.wire import AccountLimits, AccountLimitsView, RunLlmRequest
 from cerver.serve_app.deps import AppContext, account, ctx
-from cerver.serve_app.routes_sessions import owned_session, router_of
+from cerver.serve_app.routes_sessions import owned_session
 from cerver.store import Account, SessionRow
 
 router = APIRouter(tags=["llm"])
@@ -35,10 +35,9 @@ LANGUAGES = ("shell", "python", "node")
 
 
 def llm_of(c: AppContext) -> LlmService:
-    found = c.extras.get("llm")
-    if found is None:
-        found = c.extras["llm"] = LlmService(c.settings, c.store)
-    return found  # type: ignore[no-any-return]
+    if c.llm is None:
+        c.llm = LlmService(c.settings, c.store)
+    return c.llm
 
 
 @router.post("/v2/sessions/{session_id}/run-llm")
@@ -53,8 +52,7 @@ async def run_llm(
     if row.status == "closed":
         raise SessionClosed(f"session {session_id} is closed; create a new session for new turns")
     if body.tools and row.compute_id is None:
-        raise await asyncio.to_thread(
-            compute_unavailable,
+        raise await compute_unavailable(
             c.settings,
             c.store,
             who.id,
@@ -146,10 +144,10 @@ def _tool_runner(c: AppContext, row: SessionRow, who: Account) -> ToolRunner:
         )
         try:
             async with Admission(c.settings, "start_run", who.id, request.timeout_s):
-                out = await router_of(c).call(row.id, who.id, "run", request, time.time())
+                out = await c.sessions.run(row.id, who.id, request, time.time())
         except CerverError as exc:
             return ToolOutcome(output=f"the run failed: {exc.message}", is_error=True)
-        return outcome_of(out["result"], out["seq"])
+        return outcome_of(out.result.model_dump(), out.seq)
 
     return run
 

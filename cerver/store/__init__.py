@@ -8,8 +8,8 @@ from cerver.store.accounts import Account, Accounts
 from cerver.store.computes import ComputeRow, Computes
 from cerver.store.credentials import Credentials
 from cerver.store.db import engine_for
-from cerver.store.observations import Observations
 from cerver.store.llm_spend import LlmSpend
+from cerver.store.observations import Observations
 from cerver.store.sessions import SessionRow, Sessions, TranscriptEntry
 
 
@@ -41,8 +41,8 @@ __all__ = [
     "ComputeRow",
     "Computes",
     "Credentials",
-    "Observations",
     "LlmSpend",
+    "Observations",
     "SessionRow",
     "Sessions",
     "Store",

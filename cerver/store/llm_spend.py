@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pydantic import BaseModel
 from sqlalchemy import Connection, Engine, delete, func, insert, select
@@ -37,7 +37,7 @@ STALE_RESERVATION_S = 3600.0
 
 
 def month_of(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m")
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m")
 
 
 class SpendRow(BaseModel):
