@@ -213,6 +213,7 @@ class Settings(BaseModel):
     openai_compatible_models: list[str] = []
     # model -> {"input", "output", "cache_read", "cache_write"} USD per million tokens.
     llm_prices: dict[str, dict[str, float]] = {}
+    dashboard_session_hours: float = 12.0  # a dashboard sign-in lasts this long
 
     @property
     def sandboxes_dir(self) -> Path:
@@ -264,6 +265,9 @@ class Settings(BaseModel):
             e2b_template=_env_str("CERVER_E2B_TEMPLATE", DEFAULT_E2B_TEMPLATE),
             e2b_timeout_s=_env_int("CERVER_E2B_TIMEOUT_S", 3600, minimum=60),
             **_llm_settings(),
+            dashboard_session_hours=_env_float(
+                "CERVER_DASHBOARD_SESSION_HOURS", 12.0, minimum=0.01
+            ),
         )
 
 

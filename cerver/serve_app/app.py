@@ -18,6 +18,7 @@ from cerver.store import Store
 
 
 def build_app(settings: Settings) -> FastAPI:
+    from cerver import dashboard
     from cerver.serve_app import (
         routes_computes,
         routes_gateway,
@@ -52,6 +53,7 @@ def build_app(settings: Settings) -> FastAPI:
     app.include_router(routes_sandbox.router)
     app.include_router(routes_gateway.router)
     app.include_router(routes_llm.router)
+    dashboard.install(app)
 
     @app.on_event("startup")
     async def warm_pool() -> None:

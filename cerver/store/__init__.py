@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cerver.store.accounts import Account, Accounts
+from cerver.store.browser_sessions import BrowserSessions
 from cerver.store.computes import ComputeRow, Computes
 from cerver.store.credentials import Credentials
 from cerver.store.db import engine_for
@@ -21,6 +22,7 @@ class Store:
     credentials: Credentials
     observations: Observations
     llm_spend: LlmSpend
+    browser_sessions: BrowserSessions
 
     @classmethod
     def open(cls, url: str) -> Store:
@@ -32,12 +34,14 @@ class Store:
             Credentials(engine),
             Observations(engine),
             LlmSpend(engine),
+            BrowserSessions(engine),
         )
 
 
 __all__ = [
     "Account",
     "Accounts",
+    "BrowserSessions",
     "ComputeRow",
     "Computes",
     "Credentials",

@@ -196,9 +196,30 @@ def _v2_llm_spend(conn: Connection) -> None:
     m.tables["llm_spend"].create(conn, checkfirst=True)
 
 
+def _dashboard(conn: Connection) -> None:
+    """Token names and last use for the dashboard's token page, and browser sessions."""
+    m = MetaData()
+    Table("accounts", m, Column("id", String(40), primary_key=True))
+    Table(
+        "browser_sessions",
+        m,
+        Column("id_hash", String(64), primary_key=True),
+        Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
+        Column("csrf_token", String(64), nullable=False),
+        Column("created_at", Float, nullable=False),
+        Column("expires_at", Float, nullable=False),
+    )
+    m.tables["browser_sessions"].create(conn, checkfirst=True)
+    existing = {c["name"] for c in inspect(conn).get_columns("tokens")}
+    for name, kind in (("name", "VARCHAR(100)"), ("last_used_at", "FLOAT")):
+        if name not in existing:
+            conn.execute(text(f"ALTER TABLE tokens ADD COLUMN {name} {kind}"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _v1_initial),
     Migration(2, "llm spend and account limits", _v2_llm_spend),
+    Migration(3, "dashboard: browser sessions, token names and last use", _dashboard),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -35,6 +35,10 @@ tokens = Table(
     Column("prefix", String(16), nullable=False),
     Column("created_at", Float, nullable=False),
     Column("revoked_at", Float, nullable=True),
+    # Dashboard (migration "dashboard"): an optional label, and when it last authenticated
+    # (written at most once a minute per token, never on every request).
+    Column("name", String(100), nullable=True),
+    Column("last_used_at", Float, nullable=True),
 )
 
 sessions = Table(
@@ -139,11 +143,22 @@ llm_spend = Table(
     Column("created_at", Float, nullable=False),
     Index("ix_llm_spend_account_month", "account_id", "month"),
     Index("ix_llm_spend_session", "session_id"),
+# Dashboard sign-ins: a browser holds a random id in an HttpOnly cookie; only its sha256 is
+# stored here, with the account it signed in as and its CSRF token. Never the API token.
+browser_sessions = Table(
+    "browser_sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
 )
 
 __all__ = [
     "account_limits",
     "accounts",
+    "browser_sessions",
     "computes",
     "llm_spend",
     "metadata",

@@ -77,10 +77,21 @@ class Sessions:
         limit: int,
         name: str | None = None,
         before: tuple[float, str] | None = None,
+        name_contains: str | None = None,
+        status: str | None = None,
+        provider: str | None = None,
     ) -> list[SessionRow]:
+        """Newest first. ``name`` matches exactly (the API's filter); ``name_contains`` is
+        the dashboard's search (case-insensitive substring, ``%`` and ``_`` taken literally)."""
         query = select(S).where(S.c.account_id == account_id)
         if name is not None:
             query = query.where(S.c.name == name)
+        if name_contains:
+            query = query.where(S.c.name.icontains(name_contains, autoescape=True))
+        if status is not None:
+            query = query.where(S.c.status == status)
+        if provider is not None:
+            query = query.where(S.c.provider == provider)
         if before is not None:
             created, sid = before
             query = query.where(

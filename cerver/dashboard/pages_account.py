@@ -1,0 +1,157 @@
+"""Dashboard pages of the account: computes, tokens, providers, and compare (stress tests
+and a recommendation). Each reads and changes exactly what the API does for the account."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import ValidationError
+
+from cerver.adapters.catalog import all_profiles, effective_profiles
+from cerver.dashboard.pages import changing, page, signed_in
+from cerver.errors import CerverError
+from cerver.gateway.models import RecommendRequest
+from cerver.gateway.recommend import recommend
+from cerver.serve_app.deps import AppContext, ctx
+from cerver.store.browser_sessions import BrowserSession
+from cerver.store.observations import Observations
+from cerver.stress import service
+from cerver.stress.models import StressRequest
+
+router = APIRouter(prefix="/dashboard", include_in_schema=False)
+
+
+@router.get("/computes")
+async def computes(
+    request: Request, who: BrowserSession = Depends(signed_in), c: AppContext = Depends(ctx)
+) -> HTMLResponse:
+    rows = await asyncio.to_thread(c.store.computes.for_account, who.account.id)
+    return page(request, "computes.html", who, computes=rows)
+
+
+# --- tokens ---------------------------------------------------------------------------
+async def _tokens_page(
+    request: Request, c: AppContext, who: BrowserSession, **extra: Any
+) -> HTMLResponse:
+    tokens = await asyncio.to_thread(c.store.accounts.tokens, who.account.id)
+    return page(request, "tokens.html", who, tokens=tokens, **extra)
+
+
+@router.get("/tokens")
+async def tokens(
+    request: Request, who: BrowserSession = Depends(signed_in), c: AppContext = Depends(ctx)
+) -> HTMLResponse:
+    return await _tokens_page(request, c, who)
+
+
+@router.post("/tokens")
+async def create_token(
+    request: Request,
+    name: str = Form("", max_length=100),
+    who: BrowserSession = Depends(changing),
+    c: AppContext = Depends(ctx),
+) -> HTMLResponse:
+    token = await asyncio.to_thread(
+        c.store.accounts.issue_token, who.account.id, name.strip() or None
+    )
+    # Shown once, in this answer only; the store keeps its hash.
+    response = await _tokens_page(request, c, who, new_token=token, new_name=name.strip())
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@router.get("/tokens/{token_id}/revoke")
+async def confirm_revoke(
+    request: Request,
+    token_id: str,
+    who: BrowserSession = Depends(signed_in),
+    c: AppContext = Depends(ctx),
+) -> HTMLResponse:
+    tokens = await asyncio.to_thread(c.store.accounts.tokens, who.account.id)
+    found = next((t for t in tokens if t.id == token_id and t.revoked_at is None), None)
+    if found is None:
+        return page(request, "not_found.html", who, 404, what=f"token {token_id}")
+    return page(request, "revoke.html", who, token=found)
+
+
+@router.post("/tokens/{token_id}/revoke")
+async def revoke(
+    request: Request,
+    token_id: str,
+    who: BrowserSession = Depends(changing),
+    c: AppContext = Depends(ctx),
+) -> Response:
+    if not await asyncio.to_thread(c.store.accounts.revoke_id, who.account.id, token_id):
+        return page(request, "not_found.html", who, 404, what=f"token {token_id}")
+    return RedirectResponse("/dashboard/tokens", status_code=303)
+
+
+# --- providers --------------------------------------------------------------------------
+@router.get("/providers")
+async def providers(
+    request: Request, who: BrowserSession = Depends(signed_in), c: AppContext = Depends(ctx)
+) -> HTMLResponse:
+    registered = await asyncio.to_thread(c.store.credentials.providers, who.account.id)
+    return page(request, "providers.html", who, registered=registered)
+
+
+# --- compare: stress tests and a recommendation ------------------------------------------
+def _stress_form(
+    request: Request, who: BrowserSession, code: int = 200, **data: Any
+) -> HTMLResponse:
+    names = sorted(p.name for p in all_profiles())
+    return page(request, "stress.html", who, code, provider_names=names, **data)
+
+
+@router.get("/stress")
+async def stress_form(request: Request, who: BrowserSession = Depends(signed_in)) -> HTMLResponse:
+    return _stress_form(request, who)
+
+
+@router.post("/stress")
+async def run_stress(
+    request: Request, who: BrowserSession = Depends(changing), c: AppContext = Depends(ctx)
+) -> HTMLResponse:
+    form = await request.form()
+    chosen = [str(p) for p in form.getlist("providers")]
+    runtime = str(form.get("runtime") or "") or None
+    task = str(form.get("task") or "").strip() or None
+    body: dict[str, Any] = {
+        "task": task,
+        "kind": str(form.get("kind") or "preview_launch"),
+        "workload": str(form.get("workload") or "") or None,
+        "providers": chosen or None,
+        "sample_size": str(form.get("sample_size") or "200"),
+        "mode": "simulate",
+    }
+    if runtime:
+        body["requirements"] = {"runtime": runtime}
+    try:
+        stress_request = StressRequest.model_validate(body)
+        observations = Observations(c.store.sessions.engine)
+        profiles = await asyncio.to_thread(effective_profiles, observations)
+        report = await service.submit(stress_request, profiles, settings=c.settings)
+        advice = recommend(
+            RecommendRequest.model_validate(
+                {k: body[k] for k in ("task", "workload", "requirements") if body.get(k)}
+                | {"policy": {"mode": str(form.get("mode") or "balanced")}}
+            ),
+            profiles,
+            None,
+        )
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        return _stress_form(request, who, 422, error=problems, form=body)
+    except CerverError as exc:
+        message = exc.to_body()["error"]["message"]
+        return _stress_form(request, who, exc.status, error=message, form=body)
+    series = [
+        {"provider": r.provider, "p50": r.p50_ms, "p95": r.p95_ms, "p99": r.p99_ms}
+        for r in report.results.values()
+    ]
+    return _stress_form(request, who, report=report, advice=advice, series=series, form=body)

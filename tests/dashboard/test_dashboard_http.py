@@ -1,0 +1,174 @@
+"""The dashboard over real HTTP on the shared server: sign-in and its cookie, CSRF, account
+scoping, token create/revoke against the API, the live transcript fragment, and the pages."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from tests.dashboard.conftest import csrf_of, sign_in
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+def test_pages_without_a_session_redirect_to_sign_in(anon: httpx.Client) -> None:
+    for path in ("/dashboard/sessions", "/dashboard/tokens", "/dashboard/sessions/sess_x"):
+        r = anon.get(path)
+        assert r.status_code == 303, path
+        assert r.headers["location"] == "/dashboard/login"
+    form = anon.get("/dashboard/login")
+    assert form.status_code == 200
+    assert '<label for="token">API token</label>' in form.text
+    assert ">Sign in</button>" in form.text
+
+
+def test_wrong_token_shows_the_form_again_with_an_alert(anon: httpx.Client) -> None:
+    r = sign_in(anon, "ck_not-a-real-token")
+    assert r.status_code == 401
+    assert 'role="alert"' in r.text and "API token" in r.text
+    assert "set-cookie" not in r.headers
+
+
+def test_sign_in_sets_a_strict_httponly_cookie_that_is_not_the_token(
+    anon: httpx.Client, dash_token: str
+) -> None:
+    r = sign_in(anon, dash_token)
+    assert r.status_code == 303 and r.headers["location"] == "/dashboard/sessions"
+    cookie = r.headers["set-cookie"]
+    assert cookie.startswith("cerver_dashboard=")
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/dashboard" in cookie
+    assert "Secure" not in cookie  # plain HTTP, and no trusted proxy says otherwise
+    assert dash_token not in cookie
+    # A forwarded-proto header from an untrusted peer does not make it Secure either.
+    forwarded = anon.post(
+        "/dashboard/login", data={"token": dash_token}, headers={"X-Forwarded-Proto": "https"}
+    )
+    assert "Secure" not in forwarded.headers["set-cookie"]
+
+
+def test_cross_site_sign_in_is_refused(anon: httpx.Client, dash_token: str) -> None:
+    r = anon.post(
+        "/dashboard/login", data={"token": dash_token}, headers={"Origin": "https://evil.test"}
+    )
+    assert r.status_code == 403 and "set-cookie" not in r.headers
+
+
+def test_sign_out_ends_the_session_on_the_server(server: str, dash_token: str) -> None:
+    with httpx.Client(base_url=server, timeout=30) as client:
+        sign_in(client, dash_token)
+        old = client.cookies.get("cerver_dashboard")
+        page = client.get("/dashboard/sessions")
+        assert page.status_code == 200
+        out = client.post("/dashboard/logout", data={"csrf_token": csrf_of(page.text)})
+        assert out.status_code == 303 and out.headers["location"] == "/dashboard/login"
+    with httpx.Client(base_url=server, timeout=30, cookies={"cerver_dashboard": old}) as replay:
+        assert replay.get("/dashboard/sessions").status_code == 303
+
+
+def test_changes_without_the_csrf_token_are_refused(browser_client: httpx.Client) -> None:
+    before = browser_client.get("/dashboard/tokens").text.count("<tr")
+    for data in ({"name": "no-csrf"}, {"name": "bad-csrf", "csrf_token": "forged"}):
+        r = browser_client.post("/dashboard/tokens", data=data)
+        assert r.status_code == 403
+    assert browser_client.post("/dashboard/logout").status_code == 403
+    assert browser_client.get("/dashboard/tokens").text.count("<tr") == before
+
+
+def test_token_created_on_the_dashboard_works_until_revoked_there(
+    server: str, browser_client: httpx.Client
+) -> None:
+    csrf = csrf_of(browser_client.get("/dashboard/tokens").text)
+    made = browser_client.post("/dashboard/tokens", data={"name": "ci-agent", "csrf_token": csrf})
+    assert made.status_code == 200 and made.headers["cache-control"] == "no-store"
+    token = made.text.split('id="new-token" type="text" readonly value="', 1)[1].split('"', 1)[0]
+    assert token.startswith("ck_")
+    api = httpx.Client(base_url=server, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert api.get("/v2/sessions").status_code == 200
+    listing = browser_client.get("/dashboard/tokens").text
+    assert "ci-agent" in listing and token[:10] in listing and token not in listing
+    token_id = listing.split("ci-agent", 1)[1].split("/dashboard/tokens/", 1)[1].split("/", 1)[0]
+    confirm = browser_client.get(f"/dashboard/tokens/{token_id}/revoke")
+    assert confirm.status_code == 200 and "Yes, revoke it" in confirm.text
+    done = browser_client.post(
+        f"/dashboard/tokens/{token_id}/revoke", data={"csrf_token": csrf_of(confirm.text)}
+    )
+    assert done.status_code == 303
+    deadline = time.time() + 10  # each replica remembers a valid token for 2 s
+    while api.get("/v2/sessions").status_code != 401:
+        assert time.time() < deadline, "revoked token still accepted"
+        time.sleep(0.25)
+    assert "revoked" in browser_client.get("/dashboard/tokens").text
+
+
+def test_another_accounts_session_is_not_found(
+    browser_client: httpx.Client, other_api: httpx.Client
+) -> None:
+    theirs = other_api.post("/v2/sessions", json={"compute": None, "session_name": "private"})
+    assert theirs.status_code == 201
+    sid = theirs.json()["session_id"]
+    for path in (f"/dashboard/sessions/{sid}", f"/dashboard/sessions/{sid}/tail?since=0"):
+        r = browser_client.get(path)
+        assert r.status_code == 404 and "private" not in r.text
+    assert sid not in browser_client.get("/dashboard/sessions").text
+
+
+def test_sessions_page_search_filter_and_server_timing(
+    browser_client: httpx.Client, dash_api: httpx.Client
+) -> None:
+    tag = f"srch{time.time_ns()}"
+    for name in (f"{tag}-alpha", f"{tag}-beta"):
+        assert dash_api.post(
+            "/v2/sessions", json={"compute": None, "session_name": name}
+        ).is_success
+    page = browser_client.get("/dashboard/sessions", params={"q": f"{tag}-al"})
+    assert page.status_code == 200
+    assert f"{tag}-alpha" in page.text and f"{tag}-beta" not in page.text
+    assert page.headers["server-timing"].startswith("app;dur=")
+    none = browser_client.get("/dashboard/sessions", params={"q": tag, "status": "closed"})
+    assert f"{tag}-alpha" not in none.text
+
+
+def test_session_page_tails_new_runs(browser_client: httpx.Client, dash_api: httpx.Client) -> None:
+    made = dash_api.post(
+        "/v2/sessions", json={"compute": {"provider": "local"}, "session_name": "tailing"}
+    )
+    assert made.status_code == 201, made.text
+    sid = made.json()["session_id"]
+    try:
+        page = browser_client.get(f"/dashboard/sessions/{sid}")
+        assert page.status_code == 200 and "total_exec_count" in page.text
+        since = int(page.text.split(f"/dashboard/sessions/{sid}/tail?since=", 1)[1].split('"')[0])
+        ran = dash_api.post(f"/v2/sessions/{sid}/run", json={"code": "echo tail-marker-42"})
+        assert ran.status_code == 200, ran.text
+        fragment = browser_client.get(f"/dashboard/sessions/{sid}/tail", params={"since": since})
+        assert fragment.status_code == 200
+        assert "tail-marker-42" in fragment.text and 'hx-trigger="every 2s"' in fragment.text
+        # The same data the API returns.
+        seq = dash_api.get(f"/v2/sessions/{sid}", params={"tail": 1}).json()["next_since"]
+        assert f'data-seq="{seq}"' in fragment.text
+    finally:
+        dash_api.delete(f"/v2/sessions/{sid}")
+
+
+def test_compare_runs_a_simulated_stress_test(browser_client: httpx.Client) -> None:
+    page = browser_client.get("/dashboard/stress")
+    csrf = csrf_of(page.text)
+    r = browser_client.post(
+        "/dashboard/stress",
+        data={
+            "csrf_token": csrf,
+            "task": "Compare preview launch backends",
+            "workload": "preview",
+            "runtime": "node",
+            "sample_size": "50",
+            "providers": ["vercel", "e2b"],
+            "mode": "balanced",
+        },
+    )
+    assert r.status_code == 200, r.text[-500:]
+    assert 'id="report"' in r.text and "Recommended:" in r.text
+    assert 'data-chart="stress"' in r.text
+    bad = browser_client.post("/dashboard/stress", data={"csrf_token": csrf, "sample_size": "0"})
+    assert bad.status_code == 422 and 'role="alert"' in bad.text
