@@ -143,6 +143,8 @@ llm_spend = Table(
     Column("created_at", Float, nullable=False),
     Index("ix_llm_spend_account_month", "account_id", "month"),
     Index("ix_llm_spend_session", "session_id"),
+)
+
 # Dashboard sign-ins: a browser holds a random id in an HttpOnly cookie; only its sha256 is
 # stored here, with the account it signed in as and its CSRF token. Never the API token.
 browser_sessions = Table(
