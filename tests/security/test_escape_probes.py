@@ -139,7 +139,7 @@ def test_kill_stop_on_the_supervisor_is_bounded_and_later_runs_work(
     try:
         started = time.monotonic()
         out = run(client, sid, "kill -STOP $PPID; sleep 100", timeout=2)
-        assert time.monotonic() - started < 12
+        assert time.monotonic() - started < 30  # 2 + 3 + 3, and slack for a loaded machine
         assert out["timed_out"] is True and out["exit_code"] == 124
         assert "did not answer a kill" in out["error"]
         assert run(client, sid, "echo again")["output"] == "again\n"
@@ -154,7 +154,7 @@ def test_a_fifo_is_refused_by_the_files_api(client: httpx.Client, box: str) -> N
     assert run(client, box, "mkfifo fifo && echo made")["output"] == "made\n"
     started = time.monotonic()
     r = client.get(f"/sandbox/{box}/files", params={"path": "fifo"})
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 15  # (it used to hang)
     assert r.status_code == 400 and "not a regular file" in r.json()["error"]["message"]
 
 
@@ -218,7 +218,7 @@ def test_fork_bomb_is_contained(client: httpx.Client) -> None:
     try:
         started = time.monotonic()
         out = run(client, sid, ":(){ :|:& };:", timeout=3)
-        assert time.monotonic() - started < 15
+        assert time.monotonic() - started < 30
         # the shell returns at once (the bomb is in the background); its group, with the
         # bomb, is emptied before the exit is reported
         assert out["exit_code"] == 0 and out["timed_out"] is False

@@ -29,7 +29,7 @@ async def test_a_fifo_in_the_workspace_is_refused_not_waited_on(
         await asyncio.wait_for(adapter.read_file(sandbox, "pipe"), 5)
     with pytest.raises(BadRequest, match="not a regular file"):
         await asyncio.wait_for(adapter.write_file(sandbox, "pipe", b"x"), 5)
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 8  # (it used to hang)
     await adapter.write_file(sandbox, "plain.txt", b"still fine")
     assert await adapter.read_file(sandbox, "plain.txt") == b"still fine"
 
