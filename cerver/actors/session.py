@@ -162,7 +162,12 @@ class SessionCore:
         if metrics is not None:
             values = {"metrics": metrics.dump()}
         seq = await asyncio.to_thread(
-            self.store.sessions.append, self.session_id, type_, content, session_values=values
+            self.store.sessions.append,
+            self.session_id,
+            type_,
+            content,
+            session_values=values,
+            budget_bytes=self.settings.transcript_budget_bytes,
         )
         if metrics is not None and self._row is not None:
             self._row.metrics = metrics.dump()

@@ -137,7 +137,15 @@ def _exec_request(c: AppContext, body: SandboxRun) -> ExecRequest:
     )
 
 
-@router.post("/sandbox/{sandbox_id}/run", response_model=None)
+RUN_CONTENT: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "the run's result, or with `stream: true` its events (SSE)",
+        "content": {"application/json": {}, "text/event-stream": {}},
+    }
+}
+
+
+@router.post("/sandbox/{sandbox_id}/run", response_model=None, responses=RUN_CONTENT)
 async def run(
     sandbox_id: str,
     body: SandboxRun,
@@ -227,7 +235,13 @@ async def write_file(
     return {"path": path, "size": len(data)}
 
 
-@router.get("/sandbox/{sandbox_id}/files")
+@router.get(
+    "/sandbox/{sandbox_id}/files",
+    response_class=Response,
+    responses={
+        200: {"description": "the file's bytes", "content": {"application/octet-stream": {}}}
+    },
+)
 async def read_file(
     sandbox_id: str,
     path: str = Query(..., min_length=1, description="Path relative to the workspace"),
