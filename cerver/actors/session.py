@@ -27,7 +27,7 @@ from cerver.actors.messages import (
     StreamExited,
     StreamStarted,
 )
-from cerver.actors.provisioning import Provisioner
+from cerver.actors.provisioning import Provisioner, record_of
 from cerver.adapters.base import (
     ComputeAdapter,
     ExecRequest,
@@ -95,7 +95,7 @@ class SessionCore:
         if row.compute_id:
             compute = await asyncio.to_thread(self.store.computes.get, row.compute_id)
             if compute is not None and compute.record:
-                self._record = SandboxRecord.model_validate(compute.record)
+                self._record = record_of(self.settings, compute.record)
         self._loaded = True
         if row.status == "closed":
             return
