@@ -8,7 +8,6 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -103,16 +102,11 @@ ERROR_STATUSES = {
 }
 
 
-def declare_errors(app: FastAPI) -> None:
-    """Add the error responses to every operation of ``app`` (before its schema is made)."""
-    for route in app.routes:
-        if isinstance(route, APIRoute):
-            declared: dict[int | str, dict[str, Any]] = {
-                status: {"model": ErrorResponse, "description": text}
-                for status, text in ERROR_STATUSES.items()
-            }
-            declared.update(route.responses)
-            route.responses = declared
+# Every router passes these as ``APIRouter(responses=...)``: declared on the routes
+# themselves, they survive Serve's rebuilding of the app's routes.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": text} for status, text in ERROR_STATUSES.items()
+}
 
 
 def install(app: FastAPI) -> None:

@@ -23,10 +23,11 @@ from cerver.errors import CerverError, Conflict, NotFound, PayloadTooLarge, Unpr
 from cerver.models import ComputeChoice, Strict
 from cerver.serve_app.compute_choice import check_choice
 from cerver.serve_app.deps import AppContext, account, ctx, wants_stream
+from cerver.serve_app.errors import ERROR_RESPONSES
 from cerver.store import Account, ComputeRow
 from cerver.store.ids import new_id
 
-router = APIRouter(tags=["sandbox (lower-level compute API)"])
+router = APIRouter(tags=["sandbox (lower-level compute API)"], responses=ERROR_RESPONSES)
 
 
 class CreateSandbox(Strict):

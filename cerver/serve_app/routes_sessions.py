@@ -21,11 +21,12 @@ from cerver.metrics import MetricsState
 from cerver.models import CreateSession, RunRequest, RunResponse, SessionView, SwapCompute
 from cerver.serve_app.compute_choice import check_choice, choices_for_create
 from cerver.serve_app.deps import AppContext, account, ctx, wants_stream
+from cerver.serve_app.errors import ERROR_RESPONSES
 from cerver.serve_app.views import decode_cursor, encode_cursor, metrics_of, session_view
 from cerver.store import Account, SessionRow
 from cerver.store.ids import new_id, now
 
-router = APIRouter(tags=["sessions"])
+router = APIRouter(tags=["sessions"], responses=ERROR_RESPONSES)
 
 DEFAULT_TAIL = 20
 MAX_LIST = 200

@@ -53,3 +53,12 @@ def test_env_values_are_not_stored_in_plaintext(api: httpx.Client, store) -> Non
     out = api.post(f"/sandbox/{sandbox}/run", json={"code": "echo $MY_SECRET", "language": "shell"})
     assert out.status_code == 200 and out.json()["output"] == secret + "\n", out.text
     api.delete(f"/sandbox/{sandbox}")
+
+
+def test_bad_nested_long_form_field_is_a_422_not_a_500(api: httpx.Client) -> None:
+    # Found by the schema fuzzing (tests/integration/test_api_fuzz.py): it answered 500.
+    r = api.post("/v2/sessions", json={"policy": {"colour": "blue"}, "requirements": {}})
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert error["code"] == "validation_error" and "policy.colour" in error["message"]
+    assert error["details"][0]["field"] == "policy.colour"
