@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from cerver.adapters import registry
 from cerver.adapters.access import SELF_HOSTED, check_executable, compute_unavailable

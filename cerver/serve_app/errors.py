@@ -92,6 +92,7 @@ class ErrorResponse(BaseModel):
 ERROR_STATUSES = {
     400: "bad request (malformed JSON, a bad path, an unknown provider)",
     401: "missing, invalid or revoked token",
+    402: "the account's LLM budget is spent",
     404: "not found (another account's ids answer 404 too)",
     409: "conflict with the entity's state (closed, attached, compute unavailable)",
     413: "request body too large",
