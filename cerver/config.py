@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, SecretStr
 
 from cerver.labels import selector_problem
 
@@ -96,6 +96,35 @@ def _env_networks(name: str) -> list[str]:
                 f"10.0.0.5,10.1.0.0/16; {part!r} is neither"
             ) from None
     return found
+
+
+def new_record_key() -> SecretStr:
+    """A fresh Fernet key (32 random bytes, urlsafe base64) for sealing env values."""
+    import base64
+
+    return SecretStr(base64.urlsafe_b64encode(os.urandom(32)).decode())
+
+
+def _record_key(home: Path) -> SecretStr:
+    """``CERVER_RECORD_KEY``, else ``$CERVER_HOME/record.key`` (made on first start, 0600)."""
+    raw = os.environ.get("CERVER_RECORD_KEY", "").strip()
+    if raw:
+        if len(raw) != 44:
+            raise ConfigError(
+                "CERVER_RECORD_KEY must be a Fernet key (44 characters of urlsafe base64); "
+                "make one with: python -c 'import base64,os; "
+                "print(base64.urlsafe_b64encode(os.urandom(32)).decode())'"
+            )
+        return SecretStr(raw)
+    path = home / "record.key"
+    if path.exists():
+        return SecretStr(path.read_text().strip())
+    key = new_record_key()
+    home.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key.get_secret_value())
+    return key
 
 
 def _env_labels(name: str) -> dict[str, str]:
@@ -188,6 +217,8 @@ class Settings(BaseModel):
     stress_jobs_max: int = 200  # stress-test jobs kept (running or finished)
     stress_job_ttl_s: float = 3600.0  # finished jobs are forgotten after this
     trusted_proxies: list[str] = []  # peers whose X-Forwarded-For the rate limiter believes
+    # Seals env values in stored compute records (cerver/store/sealing.py).
+    record_key: SecretStr = Field(default_factory=new_record_key)
     # --- end of account caps ------------------------------------------------------------
     # E2B: control-plane URL; sandbox URL ("" = E2B's own routing); template; how long a
     # sandbox runs unused before E2B pauses it (state kept; the next run resumes it).
@@ -268,6 +299,7 @@ class Settings(BaseModel):
             dashboard_session_hours=_env_float(
                 "CERVER_DASHBOARD_SESSION_HOURS", 12.0, minimum=0.01
             ),
+            record_key=_record_key(home),
         )
 
 

@@ -142,6 +142,10 @@ class SessionView(BaseModel):
     transcript_length: int | None = None
     transcript: list[dict[str, Any]] | None = None
     next_since: int | None = None
+    # Paging by bytes: entries after next_since were left out of this answer (ask again
+    # with ?since=next_since), and the bytes the session's transcript holds in all.
+    transcript_more: bool | None = None
+    transcript_bytes: int | None = None
 
 
 class RunResponse(BaseModel):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from cerver.adapters import registry
 from cerver.adapters.access import SELF_HOSTED, check_executable, compute_unavailable
@@ -23,6 +24,20 @@ from cerver.errors import CerverError, ComputeUnavailable, Conflict, NotFound, P
 from cerver.models import ComputeChoice
 from cerver.store import ComputeRow, SessionRow, Store
 from cerver.store.ids import new_id, now
+
+
+def record_of(settings: Settings, stored: dict[str, Any]) -> SandboxRecord:
+    """A stored compute record as its adapter needs it: env values opened again."""
+    from cerver.store.sealing import open_record
+
+    return SandboxRecord.model_validate(open_record(stored, settings.record_key.get_secret_value()))
+
+
+def stored_record(settings: Settings, record: SandboxRecord) -> dict[str, Any]:
+    """A compute record as the store keeps it: env values sealed, never plaintext."""
+    from cerver.store.sealing import seal_record
+
+    return seal_record(record.model_dump(mode="json"), settings.record_key.get_secret_value())
 
 
 @dataclass
@@ -159,7 +174,7 @@ class Provisioner:
                     account_id=account_id,
                     provider=provider,
                     status="ready",
-                    record=record.model_dump(mode="json"),
+                    record=stored_record(self.settings, record),
                     session_id=session_id,
                     created_at=now(),
                     released_at=None,
@@ -189,7 +204,7 @@ class Provisioner:
             )
         if compute.record is None:
             raise Conflict(f"compute {compute_id} is not ready (status {compute.status})")
-        record = SandboxRecord.model_validate(compute.record)
+        record = record_of(self.settings, compute.record)
         adapter = await self.adapter(compute.provider, row.account_id)
         if not await adapter.is_alive(record):
             raise Conflict(f"compute {compute_id} no longer exists at {compute.provider}")

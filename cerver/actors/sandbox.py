@@ -15,7 +15,7 @@ from typing import Any
 
 import ray
 
-from cerver.actors.provisioning import Provisioner
+from cerver.actors.provisioning import Provisioner, record_of
 from cerver.adapters.base import (
     ComputeAdapter,
     ExecEvent,
@@ -57,7 +57,7 @@ class SandboxCore:
                 f"/v2/sessions/{row.session_id}/run"
             )
         adapter = await self.provisioner.adapter(row.provider, row.account_id)
-        return adapter, SandboxRecord.model_validate(row.record)
+        return adapter, record_of(self.settings, row.record)
 
     async def delete(self) -> None:
         """Release the compute, unless a session has adopted it: the session's host owns it
@@ -67,7 +67,7 @@ class SandboxCore:
             return
         if row.record is not None:
             await self.provisioner.release(
-                self.compute_id, SandboxRecord.model_validate(row.record), row.account_id
+                self.compute_id, record_of(self.settings, row.record), row.account_id
             )
         await self.provisioner.close()
 

@@ -27,7 +27,7 @@ from cerver.actors.messages import (
     StreamExited,
     StreamStarted,
 )
-from cerver.actors.provisioning import Provisioner
+from cerver.actors.provisioning import Provisioner, record_of
 from cerver.adapters.base import (
     ComputeAdapter,
     ExecRequest,
@@ -95,7 +95,7 @@ class SessionCore:
         if row.compute_id:
             compute = await asyncio.to_thread(self.store.computes.get, row.compute_id)
             if compute is not None and compute.record:
-                self._record = SandboxRecord.model_validate(compute.record)
+                self._record = record_of(self.settings, compute.record)
         self._loaded = True
         if row.status == "closed":
             return
@@ -162,7 +162,12 @@ class SessionCore:
         if metrics is not None:
             values = {"metrics": metrics.dump()}
         seq = await asyncio.to_thread(
-            self.store.sessions.append, self.session_id, type_, content, session_values=values
+            self.store.sessions.append,
+            self.session_id,
+            type_,
+            content,
+            session_values=values,
+            budget_bytes=self.settings.transcript_budget_bytes,
         )
         if metrics is not None and self._row is not None:
             self._row.metrics = metrics.dump()

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cerver.errors import CerverError, RateLimited
@@ -72,6 +73,41 @@ async def on_http_error(_request: Request, exc: Exception) -> JSONResponse:
 async def on_unexpected(_request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
     return error_response(500, "internal", "internal error; the server log has the details")
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorResponse(BaseModel):
+    """The one error shape, as OpenAPI declares it for every operation."""
+
+    error: ErrorDetail
+
+
+# What any operation may answer besides its success (declared so that clients, and the
+# schema fuzzing in tests/integration/test_api_fuzz.py, can rely on the OpenAPI document).
+ERROR_STATUSES = {
+    400: "bad request (malformed JSON, a bad path, an unknown provider)",
+    401: "missing, invalid or revoked token",
+    402: "the account's LLM budget is spent",
+    404: "not found (another account's ids answer 404 too)",
+    409: "conflict with the entity's state (closed, attached, compute unavailable)",
+    413: "request body too large",
+    422: "the request does not validate; details name each field",
+    429: "rate limited, overloaded, or an account cap reached (see Retry-After)",
+    502: "the compute provider failed",
+    503: "the host of the entity restarted; retry",
+}
+
+
+# Every router passes these as ``APIRouter(responses=...)``: declared on the routes
+# themselves, they survive Serve's rebuilding of the app's routes.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": text} for status, text in ERROR_STATUSES.items()
+}
 
 
 def install(app: FastAPI) -> None:

@@ -9,9 +9,10 @@ from fastapi import APIRouter, Depends
 
 from cerver.adapters.access import executable_providers
 from cerver.serve_app.deps import AppContext, account, ctx
+from cerver.serve_app.errors import ERROR_RESPONSES
 from cerver.store import Account
 
-router = APIRouter(tags=["computes"])
+router = APIRouter(tags=["computes"], responses=ERROR_RESPONSES)
 
 
 @router.get("/v2/computes")

@@ -14,12 +14,13 @@ from cerver.errors import Unauthorized
 from cerver.gateway.models import Recommendation, RecommendRequest
 from cerver.gateway.recommend import recommend
 from cerver.serve_app.deps import AppContext, ctx, optional_account
+from cerver.serve_app.errors import ERROR_RESPONSES
 from cerver.serve_app.ratelimit import rate_limit
 from cerver.store import Account
 from cerver.stress import service
 from cerver.stress.models import StressRequest, StressResult
 
-router = APIRouter(prefix="/gateway", tags=["gateway"])
+router = APIRouter(prefix="/gateway", tags=["gateway"], responses=ERROR_RESPONSES)
 
 
 async def _profiles(c: AppContext) -> list[ProviderProfile]:

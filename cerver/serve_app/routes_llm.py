@@ -25,10 +25,11 @@ from cerver.llm.tools import ToolOutcome, outcome_of
 from cerver.llm.turn import Event, Plan, ToolRunner, Turn
 from cerver.llm.wire import AccountLimits, AccountLimitsView, RunLlmRequest
 from cerver.serve_app.deps import AppContext, account, ctx
+from cerver.serve_app.errors import ERROR_RESPONSES
 from cerver.serve_app.routes_sessions import owned_session
 from cerver.store import Account, SessionRow
 
-router = APIRouter(tags=["llm"])
+router = APIRouter(tags=["llm"], responses=ERROR_RESPONSES)
 
 MAX_TRANSCRIPT = 100_000
 LANGUAGES = ("shell", "python", "node")

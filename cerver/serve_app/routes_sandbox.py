@@ -23,10 +23,11 @@ from cerver.errors import CerverError, Conflict, NotFound, PayloadTooLarge, Unpr
 from cerver.models import ComputeChoice, Strict
 from cerver.serve_app.compute_choice import check_choice
 from cerver.serve_app.deps import AppContext, account, ctx, wants_stream
+from cerver.serve_app.errors import ERROR_RESPONSES
 from cerver.store import Account, ComputeRow
 from cerver.store.ids import new_id
 
-router = APIRouter(tags=["sandbox (lower-level compute API)"])
+router = APIRouter(tags=["sandbox (lower-level compute API)"], responses=ERROR_RESPONSES)
 
 
 class CreateSandbox(Strict):
@@ -137,7 +138,15 @@ def _exec_request(c: AppContext, body: SandboxRun) -> ExecRequest:
     )
 
 
-@router.post("/sandbox/{sandbox_id}/run", response_model=None)
+RUN_CONTENT: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "the run's result, or with `stream: true` its events (SSE)",
+        "content": {"application/json": {}, "text/event-stream": {}},
+    }
+}
+
+
+@router.post("/sandbox/{sandbox_id}/run", response_model=None, responses=RUN_CONTENT)
 async def run(
     sandbox_id: str,
     body: SandboxRun,
@@ -227,7 +236,13 @@ async def write_file(
     return {"path": path, "size": len(data)}
 
 
-@router.get("/sandbox/{sandbox_id}/files")
+@router.get(
+    "/sandbox/{sandbox_id}/files",
+    response_class=Response,
+    responses={
+        200: {"description": "the file's bytes", "content": {"application/octet-stream": {}}}
+    },
+)
 async def read_file(
     sandbox_id: str,
     path: str = Query(..., min_length=1, description="Path relative to the workspace"),

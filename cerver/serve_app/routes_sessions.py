@@ -21,11 +21,12 @@ from cerver.metrics import MetricsState
 from cerver.models import CreateSession, RunRequest, RunResponse, SessionView, SwapCompute
 from cerver.serve_app.compute_choice import check_choice, choices_for_create
 from cerver.serve_app.deps import AppContext, account, ctx, wants_stream
+from cerver.serve_app.errors import ERROR_RESPONSES
 from cerver.serve_app.views import decode_cursor, encode_cursor, metrics_of, session_view
 from cerver.store import Account, SessionRow
 from cerver.store.ids import new_id, now
 
-router = APIRouter(tags=["sessions"])
+router = APIRouter(tags=["sessions"], responses=ERROR_RESPONSES)
 
 DEFAULT_TAIL = 20
 MAX_LIST = 200
@@ -174,23 +175,43 @@ async def get_session(
     tail: int | None = Query(None, ge=0, le=MAX_FULL),
     since: int | None = Query(None, ge=0),
     full: bool = False,
+    max_bytes: int | None = Query(
+        None, ge=1024, description="Page size in bytes (at most CERVER_TRANSCRIPT_PAGE_MAX_BYTES)"
+    ),
     who: Account = Depends(account),
     c: AppContext = Depends(ctx),
 ) -> SessionView:
+    """The session and a page of its transcript: the last ``tail`` entries (20 by default),
+    the entries after ``since``, or from the start (``full``). A page holds at most
+    CERVER_TRANSCRIPT_FULL_MAX_ENTRIES entries and ``max_bytes`` bytes; ``transcript_more``
+    says entries after ``next_since`` were left out (ask again with ``since=next_since``)."""
     row = await owned_session(c, who, session_id)
-    sessions = c.store.sessions
+    settings = c.settings
+    page = {
+        "max_entries": settings.transcript_full_max_entries,
+        "max_bytes": min(
+            max_bytes or settings.transcript_page_max_bytes, settings.transcript_page_max_bytes
+        ),
+    }
     if full:
-        entries = await asyncio.to_thread(sessions.transcript, row.id, limit=MAX_FULL)
+        page["since"] = 0
     elif since is not None:
-        entries = await asyncio.to_thread(
-            sessions.transcript, row.id, since=since, limit=tail or MAX_FULL
-        )
+        page["since"] = since
+        if tail:
+            page["max_entries"] = min(tail, settings.transcript_full_max_entries)
     else:
-        entries = await asyncio.to_thread(
-            sessions.transcript, row.id, tail=DEFAULT_TAIL if tail is None else tail
-        )
-    length = await asyncio.to_thread(sessions.transcript_length, row.id)
-    return await current_view(c, row, transcript=entries, transcript_length=length)
+        page["tail"] = DEFAULT_TAIL if tail is None else tail
+    entries, more = await asyncio.to_thread(c.store.sessions.transcript_page, row.id, **page)
+    length = await asyncio.to_thread(c.store.sessions.transcript_length, row.id)
+    size = await asyncio.to_thread(c.store.sessions.transcript_bytes, row.id)
+    return await current_view(
+        c,
+        row,
+        transcript=entries,
+        transcript_length=length,
+        transcript_more=more,
+        transcript_bytes=size,
+    )
 
 
 @router.get("/v2/sessions/{session_id}/metrics")
@@ -234,7 +255,16 @@ async def close_session(
     return await current_view(c, await owned_session(c, who, session_id))
 
 
-@router.post("/v2/sessions/{session_id}/run", response_model=RunResponse)
+@router.post(
+    "/v2/sessions/{session_id}/run",
+    response_model=RunResponse,
+    responses={
+        200: {
+            "description": "the run's result, or with `stream: true` its events (SSE)",
+            "content": {"application/json": {}, "text/event-stream": {}},
+        }
+    },
+)
 async def run(
     session_id: str,
     body: RunRequest,

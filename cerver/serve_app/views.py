@@ -28,6 +28,8 @@ def session_view(
     transcript: list[TranscriptEntry] | None = None,
     transcript_length: int | None = None,
     llm_calls: list[SpendRow] | None = None,
+    transcript_more: bool | None = None,
+    transcript_bytes: int | None = None,
 ) -> SessionView:
     record: dict[str, Any] = (compute.record or {}) if compute is not None else {}
     entries = [e.model_dump() for e in transcript] if transcript is not None else None
@@ -48,6 +50,8 @@ def session_view(
         transcript_length=transcript_length,
         transcript=entries,
         next_since=entries[-1]["seq"] if entries else None,
+        transcript_more=transcript_more,
+        transcript_bytes=transcript_bytes,
     )
 
 

@@ -216,10 +216,36 @@ def _dashboard(conn: Connection) -> None:
             conn.execute(text(f"ALTER TABLE tokens ADD COLUMN {name} {kind}"))
 
 
+def _v4_transcript_budget(conn: Connection) -> None:
+    """Version 4: per-session transcript byte budget (issue 10, finding 7): each entry's
+    size and whether it was trimmed, the session's running total. Entries written before
+    this step count as size 0 until they are trimmed."""
+    found = inspect(conn)
+    columns = {
+        table: {c["name"] for c in found.get_columns(table)} for table in ("sessions", "transcript")
+    }
+    # Each part only if missing: a database made by a bare create_all already has them.
+    if "transcript_bytes" not in columns["sessions"]:
+        conn.execute(
+            text("ALTER TABLE sessions ADD COLUMN transcript_bytes INTEGER NOT NULL DEFAULT 0")
+        )
+    if "size" not in columns["transcript"]:
+        conn.execute(text("ALTER TABLE transcript ADD COLUMN size INTEGER NOT NULL DEFAULT 0"))
+    if "trimmed" not in columns["transcript"]:
+        conn.execute(
+            text("ALTER TABLE transcript ADD COLUMN trimmed BOOLEAN NOT NULL DEFAULT false")
+        )
+    if "ix_transcript_untrimmed" not in {i["name"] for i in found.get_indexes("transcript")}:
+        conn.execute(
+            text("CREATE INDEX ix_transcript_untrimmed ON transcript (session_id, trimmed, seq)")
+        )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _v1_initial),
     Migration(2, "llm spend and account limits", _v2_llm_spend),
     Migration(3, "dashboard: browser sessions, token names and last use", _dashboard),
+    Migration(4, "transcript byte budget", _v4_transcript_budget),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

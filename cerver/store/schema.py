@@ -57,6 +57,8 @@ sessions = Table(
     Column("closed_at", Float, nullable=True),
     Column("metrics", JSON, nullable=False),
     Column("routing", JSON, nullable=True),
+    # Bytes of transcript content kept (the per-session budget trims past it; migration 2).
+    Column("transcript_bytes", Integer, nullable=False, default=0, server_default="0"),
     Index("ix_sessions_account_created", "account_id", "created_at"),
 )
 
@@ -68,6 +70,10 @@ transcript = Table(
     Column("ts", Float, nullable=False),
     Column("type", String(20), nullable=False),
     Column("content", JSON, nullable=False),
+    # Bytes of ``content`` as JSON, and whether its output was trimmed (migration 2).
+    Column("size", Integer, nullable=False, default=0, server_default="0"),
+    Column("trimmed", Boolean, nullable=False, default=False, server_default="0"),
+    Index("ix_transcript_untrimmed", "session_id", "trimmed", "seq"),
 )
 
 computes = Table(

@@ -8,20 +8,64 @@ race. Appends to one session queue behind a lock: on PostgreSQL the session row 
 the previous holder committed; SQLite admits one writer at a time anyway (and the INSERT takes
 the write lock before it reads). The primary key (session_id, seq) stays the backstop: a lost
 race would be a retry, never a duplicate.
+
+Transcripts are bounded (docs/sessions.md, "Transcript budget"): each entry records its size
+in bytes and the session its running total. An append that takes the total past the
+writer's ``budget_bytes`` trims the oldest ``exec`` entries' output, in the same
+transaction, until the total fits again; a trimmed entry keeps its place, its code (cut to
+``TRIMMED_CODE_CHARS``) and its exit status, and says what was removed under ``trimmed``.
+Reads page by bytes (``transcript_page``), so no request loads a whole transcript.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import Engine, and_, func, insert, literal, select, update
+from sqlalchemy import Connection, Engine, and_, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 
 from cerver.store import schema
 from cerver.store.ids import now
 
 S, T = schema.sessions, schema.transcript
+
+TRIM_BATCH = 50  # oldest exec entries looked at per round of trimming
+TRIMMED_CODE_CHARS = 2000  # a trimmed entry keeps this much of its code
+_OUTPUT_FIELDS = ("stdout", "stderr", "error", "traceback")
+
+
+def entry_size(content: dict[str, Any]) -> int:
+    """Bytes of an entry's content as stored (compact JSON, UTF-8)."""
+    return len(json.dumps(content, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def trimmed_exec(content: dict[str, Any], budget_bytes: int, at: float) -> dict[str, Any]:
+    """An ``exec`` entry without its output: same keys, output fields emptied, code cut,
+    and a ``trimmed`` note saying how many bytes of which field were removed and why."""
+    out = dict(content)
+    removed: dict[str, int] = {}
+    result = out.get("result")
+    if isinstance(result, dict):
+        result = dict(result)
+        for key in _OUTPUT_FIELDS:
+            value = result.get(key)
+            if isinstance(value, str) and value:
+                removed[key] = len(value.encode())
+                result[key] = ""
+        out["result"] = result
+    code = out.get("code")
+    if isinstance(code, str) and len(code) > TRIMMED_CODE_CHARS:
+        removed["code"] = len(code[TRIMMED_CODE_CHARS:].encode())
+        out["code"] = code[:TRIMMED_CODE_CHARS]
+    out["trimmed"] = {
+        "reason": "the session's transcript passed its byte budget; the oldest output goes first",
+        "budget_bytes": budget_bytes,
+        "removed_bytes": removed,
+        "at": at,
+    }
+    return out
 
 
 class SessionRow(BaseModel):
@@ -53,12 +97,21 @@ class Sessions:
 
     def create(self, row: SessionRow, first_entries: list[tuple[str, dict[str, Any]]]) -> None:
         """Insert the session and its opening transcript entries in one transaction."""
+        sizes = [entry_size(content) for _type, content in first_entries]
         with self.engine.begin() as conn:
-            conn.execute(insert(S).values(**row.model_dump()))
-            for seq, (type_, content) in enumerate(first_entries, start=1):
+            values = {**row.model_dump(), "transcript_bytes": sum(sizes)}
+            conn.execute(insert(S).values(**values))
+            for seq, ((type_, content), size) in enumerate(
+                zip(first_entries, sizes, strict=True), start=1
+            ):
                 conn.execute(
                     insert(T).values(
-                        session_id=row.id, seq=seq, ts=now(), type=type_, content=content
+                        session_id=row.id,
+                        seq=seq,
+                        ts=now(),
+                        type=type_,
+                        content=content,
+                        size=size,
                     )
                 )
 
@@ -123,9 +176,12 @@ class Sessions:
         content: dict[str, Any],
         *,
         session_values: dict[str, Any] | None = None,
+        budget_bytes: int | None = None,
     ) -> int:
-        """Append one entry (and optionally update the session row in the same transaction).
-        Returns the entry's seq. Committed before this returns."""
+        """Append one entry (and optionally update the session row in the same transaction),
+        trimming the oldest exec output past ``budget_bytes``. Returns the entry's seq.
+        Committed before this returns."""
+        size = entry_size(content)
         for _attempt in range(5):
             try:
                 with self.engine.begin() as conn:
@@ -150,21 +206,111 @@ class Sessions:
                     seq = conn.execute(
                         insert(T)
                         .from_select(
-                            ["session_id", "seq", "ts", "type", "content"],
+                            ["session_id", "seq", "ts", "type", "content", "size"],
                             select(
                                 literal(session_id),
                                 next_seq,
                                 literal(now()),
                                 literal(type_),
                                 literal(content, type_=T.c.content.type),
+                                literal(size),
                             ),
                         )
                         .returning(T.c.seq)
                     ).scalar_one()
+                    total = conn.execute(
+                        update(S)
+                        .where(S.c.id == session_id)
+                        .values(transcript_bytes=S.c.transcript_bytes + size)
+                        .returning(S.c.transcript_bytes)
+                    ).scalar_one()
+                    if budget_bytes is not None and total > budget_bytes:
+                        self._trim(conn, session_id, total - budget_bytes, budget_bytes, seq)
                     return int(seq)
             except IntegrityError:
                 continue
         raise RuntimeError(f"could not append to the transcript of {session_id}")
+
+    def _trim(
+        self, conn: Connection, session_id: str, excess: int, budget_bytes: int, newest: int
+    ) -> None:
+        """Free at least ``excess`` bytes from the oldest untrimmed exec entries before
+        ``newest`` (as many as there are), inside the caller's transaction."""
+        freed = 0
+        while freed < excess:
+            rows = conn.execute(
+                select(T.c.seq, T.c.content, T.c.size)
+                .where(
+                    T.c.session_id == session_id,
+                    T.c.trimmed.is_(False),
+                    T.c.type == "exec",
+                    T.c.seq < newest,
+                )
+                .order_by(T.c.seq)
+                .limit(TRIM_BATCH)
+            ).all()
+            if not rows:
+                break
+            for seq, content, size in rows:
+                smaller = trimmed_exec(content, budget_bytes, now())
+                new_size = entry_size(smaller)
+                conn.execute(
+                    update(T)
+                    .where(T.c.session_id == session_id, T.c.seq == seq)
+                    .values(content=smaller, size=new_size, trimmed=True)
+                )
+                freed += max(size - new_size, 0)
+                if freed >= excess:
+                    break
+        if freed:
+            conn.execute(
+                update(S)
+                .where(S.c.id == session_id)
+                .values(transcript_bytes=S.c.transcript_bytes - freed)
+            )
+
+    def transcript_page(
+        self,
+        session_id: str,
+        *,
+        since: int | None = None,
+        tail: int | None = None,
+        max_entries: int,
+        max_bytes: int,
+    ) -> tuple[list[TranscriptEntry], bool]:
+        """At most ``max_entries`` entries and ``max_bytes`` bytes of them (always at least
+        one): after ``since`` (oldest first), or the last ``tail``. Returns the entries and
+        whether entries after the last one returned were left out."""
+        sizes = select(T.c.seq, T.c.size).where(T.c.session_id == session_id)
+        if since is not None:
+            sizes = sizes.where(T.c.seq > since)
+        if tail is not None:
+            sizes = sizes.order_by(T.c.seq.desc()).limit(min(tail, max_entries))
+        else:
+            sizes = sizes.order_by(T.c.seq).limit(max_entries + 1)
+        with self.engine.connect() as conn:
+            found = conn.execute(sizes).all()
+            candidates = found if tail is not None else found[:max_entries]
+            picked: list[int] = []
+            total = 0
+            for seq, size in candidates:
+                if picked and total + size > max_bytes:
+                    break
+                picked.append(seq)
+                total += size
+            more = tail is None and len(picked) < len(found)
+            if not picked:
+                return [], more
+            rows = conn.execute(
+                select(T.c.seq, T.c.ts, T.c.type, T.c.content)
+                .where(
+                    T.c.session_id == session_id,
+                    T.c.seq >= min(picked),
+                    T.c.seq <= max(picked),
+                )
+                .order_by(T.c.seq)
+            ).mappings()
+            return [TranscriptEntry(**r) for r in rows], more
 
     def transcript(
         self,
@@ -186,6 +332,14 @@ class Sessions:
         with self.engine.connect() as conn:
             rows = [TranscriptEntry(**r) for r in conn.execute(query).mappings()]
         return sorted(rows, key=lambda e: e.seq)
+
+    def transcript_bytes(self, session_id: str) -> int:
+        """Bytes the session's transcript holds now (what the budget counts)."""
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                select(S.c.transcript_bytes).where(S.c.id == session_id)
+            ).scalar_one_or_none()
+        return int(found or 0)
 
     def transcript_length(self, session_id: str) -> int:
         with self.engine.connect() as conn:

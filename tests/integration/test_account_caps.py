@@ -1,70 +1,25 @@
 """Per-account caps (issue 10, finding 6, API part): live computes, open sessions and
-concurrent runs, over real HTTP against a second Cerver app with tight caps deployed on the
-shared Serve instance (its own Ray namespace and store, so its counts start at zero)."""
+concurrent runs, over real HTTP against the `capped` app (tests/integration/conftest.py)."""
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
 import ray
 
-from cerver.config import Settings, prepare_home
-from tests.conftest import make_home
+from cerver.config import Settings
+from tests.integration.conftest import capped_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
-
-PREFIX = "/capped"
-
-
-@pytest.fixture(scope="module")
-def capped_settings(server: str, server_settings: Settings) -> Iterator[Settings]:
-    from ray import serve
-
-    from cerver.serve_app.app import application
-
-    home = make_home()
-    settings = server_settings.model_copy(
-        update={
-            "home": home,
-            "database_url": f"sqlite:///{home / 'cerver.db'}",
-            "ray_namespace": "cerver-test-capped",
-            "session_pool_size": 0,
-            "sandbox_pool_size": 0,
-            "max_computes_per_account": 2,
-            "max_open_sessions_per_account": 3,
-            "max_concurrent_runs_per_account": 1,
-        }
-    )
-    prepare_home(settings)
-    serve.run(application(settings), name="capped", route_prefix=PREFIX)
-    yield settings
-    serve.delete("capped")
-    for actor in ray.util.list_named_actors(all_namespaces=True):
-        if actor["namespace"] == settings.ray_namespace:
-            ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]))
-    shutil.rmtree(home, ignore_errors=True)
-
-
-def _client(server: str, settings: Settings, name: str) -> httpx.Client:
-    from cerver.store import Store
-
-    store = Store.open(settings.database_url)
-    account = store.accounts.get_or_create(name)
-    token = store.accounts.issue_token(account.id)
-    return httpx.Client(
-        base_url=server + PREFIX, headers={"Authorization": f"Bearer {token}"}, timeout=60
-    )
 
 
 @pytest.fixture
 def capped(server: str, capped_settings: Settings, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     # A fresh account per test: every test starts with nothing live.
-    with _client(server, capped_settings, request.node.name[:60]) as client:
+    with capped_client(server, capped_settings, request.node.name[:60]) as client:
         yield client
 
 

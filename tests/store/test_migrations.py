@@ -119,15 +119,15 @@ def test_a_database_from_before_migrations_is_adopted(fresh: Engine) -> None:
 
 def test_a_later_step_runs_once_in_order(fresh: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     migrate(fresh)
-    base = migrations.LATEST_VERSION
     calls: list[int] = []
+    base = migrations.LATEST_VERSION
 
     def add_scratch(conn: Connection) -> None:
-        calls.append(2)
+        calls.append(base + 1)
         Table("scratch", MetaData(), Column("id", Integer, primary_key=True)).create(conn)
 
     def fill_scratch(conn: Connection) -> None:
-        calls.append(3)
+        calls.append(base + 2)
         conn.execute(text("INSERT INTO scratch (id) VALUES (7)"))
 
     steps = (
@@ -139,8 +139,8 @@ def test_a_later_step_runs_once_in_order(fresh: Engine, monkeypatch: pytest.Monk
     monkeypatch.setattr(migrations, "LATEST_VERSION", base + 2)
     assert migrate(fresh) == base + 2
     assert migrate(fresh) == base + 2
-    assert calls == [2, 3]
-    assert [v for v, _ in _applied(fresh)] == [*range(1, base + 3)]
+    assert calls == [base + 1, base + 2]
+    assert [v for v, _ in _applied(fresh)] == list(range(1, base + 3))
     with fresh.connect() as conn:
         assert conn.execute(text("SELECT id FROM scratch")).scalar_one() == 7
 
@@ -149,12 +149,12 @@ def test_a_failing_step_leaves_the_database_where_it_was(
     fresh: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     migrate(fresh)
-    base = migrations.LATEST_VERSION
 
     def half_then_fail(conn: Connection) -> None:
         Table("half", MetaData(), Column("id", Integer, primary_key=True)).create(conn)
         raise RuntimeError("step failed")
 
+    base = migrations.LATEST_VERSION
     monkeypatch.setattr(
         migrations,
         "MIGRATIONS",
@@ -163,7 +163,7 @@ def test_a_failing_step_leaves_the_database_where_it_was(
     monkeypatch.setattr(migrations, "LATEST_VERSION", base + 1)
     with pytest.raises(RuntimeError, match="step failed"):
         migrate(fresh)
-    assert [v for v, _ in _applied(fresh)] == [*range(1, base + 1)]
+    assert [v for v, _ in _applied(fresh)] == list(range(1, base + 1))
     assert "half" not in inspect(fresh).get_table_names()
 
 
