@@ -10,6 +10,7 @@ from cerver.store.credentials import Credentials
 from cerver.store.db import engine_for
 from cerver.store.llm_spend import LlmSpend
 from cerver.store.observations import Observations
+from cerver.store.relay import Relays
 from cerver.store.sessions import SessionRow, Sessions, TranscriptEntry
 
 
@@ -21,17 +22,20 @@ class Store:
     credentials: Credentials
     observations: Observations
     llm_spend: LlmSpend
+    relays: Relays
 
     @classmethod
     def open(cls, url: str) -> Store:
         engine = engine_for(url)
+        computes = Computes(engine)
         return cls(
             Accounts(engine),
             Sessions(engine),
-            Computes(engine),
+            computes,
             Credentials(engine),
             Observations(engine),
             LlmSpend(engine),
+            Relays(engine, computes),
         )
 
 
@@ -43,6 +47,7 @@ __all__ = [
     "Credentials",
     "LlmSpend",
     "Observations",
+    "Relays",
     "SessionRow",
     "Sessions",
     "Store",

@@ -130,6 +130,7 @@ def test_a_later_step_runs_once_in_order(fresh: Engine, monkeypatch: pytest.Monk
         calls.append(3)
         conn.execute(text("INSERT INTO scratch (id) VALUES (7)"))
 
+    base = migrations.LATEST_VERSION  # the steps under test come after the real ones
     steps = (
         *migrations.MIGRATIONS,
         Migration(base + 1, "scratch table", add_scratch),
@@ -155,6 +156,7 @@ def test_a_failing_step_leaves_the_database_where_it_was(
         Table("half", MetaData(), Column("id", Integer, primary_key=True)).create(conn)
         raise RuntimeError("step failed")
 
+    base = migrations.LATEST_VERSION
     monkeypatch.setattr(
         migrations,
         "MIGRATIONS",
