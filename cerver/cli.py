@@ -143,6 +143,17 @@ def token_revoke(token: Annotated[str, typer.Argument(help="The token to revoke.
 app.add_typer(stress_app, name="stress")
 
 
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def relay(ctx: typer.Context) -> None:
+    """Serve this machine as a compute of your account (`cerver relay --help`)."""
+    from cerver.relay.agent import main as relay_main
+
+    raise typer.Exit(relay_main(list(ctx.args)))
+
+
 def main() -> None:
     app()
 

@@ -245,6 +245,17 @@ class Settings(BaseModel):
     # model -> {"input", "output", "cache_read", "cache_write"} USD per million tokens.
     llm_prices: dict[str, dict[str, float]] = {}
     dashboard_session_hours: float = 12.0  # a dashboard sign-in lasts this long
+    # Serve ingress replicas (a relay's socket ends at one; its runs may arrive at any).
+    ingress_replicas: int = 1
+    # Relay (docs/relay.md): device login, heartbeats, frame size.
+    relay_login_ttl_s: float = 900.0
+    relay_poll_interval_s: float = 5.0
+    relay_heartbeat_s: float = 10.0
+    relay_heartbeat_timeout_s: float = 30.0
+    relay_max_frame_bytes: int = 24 * 1024 * 1024
+    # p69: another Cerver (or p69-compatible server) used as a compute, over HTTP.
+    p69_base_url: str = ""
+    p69_api_key: str = Field(default="", repr=False)  # a secret: never in a repr
 
     @property
     def sandboxes_dir(self) -> Path:
@@ -300,6 +311,18 @@ class Settings(BaseModel):
                 "CERVER_DASHBOARD_SESSION_HOURS", 12.0, minimum=0.01
             ),
             record_key=_record_key(home),
+            ingress_replicas=_env_int("CERVER_INGRESS_REPLICAS", 1, minimum=1),
+            relay_login_ttl_s=_env_float("CERVER_RELAY_LOGIN_TTL_S", 900.0, minimum=1.0),
+            relay_poll_interval_s=_env_float("CERVER_RELAY_POLL_INTERVAL_S", 5.0, minimum=0.1),
+            relay_heartbeat_s=_env_float("CERVER_RELAY_HEARTBEAT_S", 10.0, minimum=0.1),
+            relay_heartbeat_timeout_s=_env_float(
+                "CERVER_RELAY_HEARTBEAT_TIMEOUT_S", 30.0, minimum=0.5
+            ),
+            relay_max_frame_bytes=_env_int(
+                "CERVER_RELAY_MAX_FRAME_BYTES", 24 * 1024 * 1024, minimum=4096
+            ),
+            p69_base_url=_env_str("P69_BASE_URL", ""),
+            p69_api_key=_env_str("P69_API_KEY", ""),
         )
 
 

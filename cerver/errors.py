@@ -8,16 +8,18 @@
     ├── NotFound                     404  not_found
     ├── Conflict                     409  conflict
     │   ├── ComputeUnavailable       409  compute_unavailable   (carries a recommendation)
+    │   │   └── ComputeOffline       409  compute_offline       (a relay host is not connected)
     │   └── SessionClosed            409  session_closed
     ├── PayloadTooLarge              413  payload_too_large
     ├── Unprocessable                422  unprocessable
     │   └── NoProviderFits           422  no_provider_fits
     ├── RateLimited                  429  rate_limited          (carries retry_after_s)
     │   └── LimitReached             429  limit_reached         (an account cap; names it)
-    └── ProviderError                502  provider_error        (a provider failed us)
-        ├── SandboxLost              502  sandbox_lost
-        ├── ProviderAuthFailed       502  provider_auth_failed  (the provider refused our key)
-        └── UpstreamFailed           502  upstream_failed       (every model attempt failed)
+    ├── ProviderError                502  provider_error        (a provider failed us)
+    │   ├── SandboxLost              502  sandbox_lost
+    │   ├── ProviderAuthFailed       502  provider_auth_failed  (the provider refused our key)
+    │   └── UpstreamFailed           502  upstream_failed       (every model attempt failed)
+    └── ComputeLost                  503  compute_lost          (a relay dropped mid-run)
 
 Structured data travels in keyword-only fields (``details``); nothing parses messages back.
 Adapters translate vendor errors at their edge with ``raise ... from exc``.
@@ -87,6 +89,10 @@ class ComputeUnavailable(Conflict):
     code = "compute_unavailable"
 
 
+class ComputeOffline(ComputeUnavailable):
+    code = "compute_offline"
+
+
 class SessionClosed(Conflict):
     code = "session_closed"
 
@@ -132,3 +138,9 @@ class ProviderAuthFailed(ProviderError):
 
 class UpstreamFailed(ProviderError):
     code = "upstream_failed"
+
+
+class ComputeLost(CerverError):
+    """The relay host dropped while a call was in flight: its outcome is unknown."""
+
+    status, code = 503, "compute_lost"

@@ -30,6 +30,8 @@ class ComputeChoice(Strict):
     env: dict[str, str] = Field(default_factory=dict)
     resources: Resources = Field(default_factory=Resources)
     options: dict[str, Any] = Field(default_factory=dict)
+    # When the compute is offline (a relay host), move to the recommendation instead of a 409.
+    fallback: bool = False
 
     _env = field_validator("env")(check_env)
 
@@ -82,6 +84,9 @@ class RunRequest(Strict):
     env: dict[str, str] = Field(default_factory=dict)
     cwd: str | None = None
     stream: bool = False
+    # When the session's compute is offline (a relay host), move the session to the
+    # recommendation and run there (the transcript says so) instead of answering 409.
+    fallback: bool = False
 
     _env = field_validator("env")(check_env)
 

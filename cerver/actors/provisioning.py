@@ -107,7 +107,10 @@ class Provisioner:
 
     async def provision(self, row: SessionRow, choice: ComputeChoice) -> Provisioned:
         if choice.compute_id is not None:
-            return await self._adopt(row, choice.compute_id)
+            host = await self._sandbox_host(row.account_id, choice.compute_id, choice)
+            if host is None:
+                return await self._adopt(row, choice.compute_id)
+            choice = host
         return await self.create(
             row.account_id,
             choice,
@@ -191,6 +194,19 @@ class Provisioner:
             record=record,
             provision_time_ms=provision_ms,
             price_per_hour_usd=get_profile(provider).price_per_hour_usd,
+        )
+
+    async def _sandbox_host(
+        self, account_id: str, compute_id: str, choice: ComputeChoice
+    ) -> ComputeChoice | None:
+        """A compute that hosts sandboxes (a relay host) is not adopted: a new sandbox is
+        made on it, for this session. Answers that provision request, or None."""
+        found = await asyncio.to_thread(self.store.computes.get, compute_id, account_id)
+        if found is None or not getattr(registry.get(found.provider), "hosts_sandboxes", False):
+            return None
+        options = {**choice.options, "host_compute_id": found.id}
+        return choice.model_copy(
+            update={"provider": found.provider, "compute_id": None, "options": options}
         )
 
     async def _adopt(self, row: SessionRow, compute_id: str) -> Provisioned:

@@ -28,6 +28,13 @@ def _executable_now(settings: Settings, store: Store, account_id: str) -> set[st
     for provider in store.credentials.providers(account_id):
         if registry.has_adapter(provider):
             usable.add(registry.canonical(provider))
+    # Hosts of the account's own (relay machines) and providers the deployment configured.
+    for provider in store.computes.host_providers(account_id):
+        if registry.has_adapter(provider):
+            usable.add(provider)
+    for name in registry.names():
+        if registry.get(name).deployment_configured(settings):
+            usable.add(name)
     return usable
 
 
@@ -64,10 +71,18 @@ async def check_executable(
 
 
 async def compute_unavailable(
-    settings: Settings, store: Store, account_id: str, message: str, *, runtime: str | None
+    settings: Settings,
+    store: Store,
+    account_id: str,
+    message: str,
+    *,
+    runtime: str | None,
+    exclude: frozenset[str] = frozenset(),
 ) -> ComputeUnavailable:
-    """A 409 that says what the account *can* use, with a recommendation among those."""
-    return unavailable(await executable_providers(settings, store, account_id), message, runtime)
+    """A 409 that says what the account *can* use, with a recommendation among those
+    (``exclude``: providers not to suggest, e.g. the relay that is offline)."""
+    usable = await executable_providers(settings, store, account_id)
+    return unavailable(usable - exclude, message, runtime)
 
 
 def unavailable(usable: set[str], message: str, runtime: str | None) -> ComputeUnavailable:

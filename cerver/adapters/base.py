@@ -143,6 +143,15 @@ class ComputeAdapter(abc.ABC):
     """
 
     name: str
+    # True when one compute of this provider carries the sandboxes of many sessions (a relay
+    # host): attaching to it makes a new sandbox there instead of adopting the compute.
+    hosts_sandboxes: bool = False
+
+    @classmethod
+    def deployment_configured(cls, settings: Settings) -> bool:
+        """Whether the deployment's own settings make this provider usable by every account
+        (e.g. ``P69_BASE_URL``), with no per-account credentials."""
+        return False
 
     def __init__(self, settings: Settings, credentials: dict[str, str] | None = None) -> None:
         self.settings = settings

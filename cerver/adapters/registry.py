@@ -62,6 +62,6 @@ def _load_builtin() -> None:
         return
     with _loading:
         if not _loaded:
-            from cerver.adapters import e2b, local, raycluster  # noqa: F401
+            from cerver.adapters import e2b, local, p69, raycluster, relay  # noqa: F401
 
             _loaded = True

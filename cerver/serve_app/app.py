@@ -54,6 +54,9 @@ def build_app(settings: Settings) -> FastAPI:
     app.include_router(routes_gateway.router)
     app.include_router(routes_llm.router)
     dashboard.install(app)
+    from cerver.serve_app import routes_relay
+
+    routes_relay.install(app)
 
     @app.on_event("startup")
     async def warm_pool() -> None:
@@ -91,7 +94,9 @@ def application(settings: Settings, env: dict[str, str] | None = None) -> serve.
     """The Serve app. ``env``: variables for the ingress replicas' environment (their
     runtime_env), e.g. model keys for the ``env`` secrets backend when the replicas run
     somewhere the deploying process's environment does not reach (tests do this)."""
+    # Ingress replicas: a relay's socket ends at one; its runs may arrive at any.
+    ingress = Ingress.options(num_replicas=settings.ingress_replicas)  # type: ignore[attr-defined]
     if env:
         options = {"num_cpus": 0, "runtime_env": {"env_vars": dict(env)}}
-        return Ingress.options(ray_actor_options=options).bind(settings)  # type: ignore[attr-defined]
-    return Ingress.bind(settings)  # type: ignore[attr-defined]
+        ingress = ingress.options(ray_actor_options=options)
+    return ingress.bind(settings)  # type: ignore[no-any-return]

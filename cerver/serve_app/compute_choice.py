@@ -8,7 +8,7 @@ import asyncio
 from typing import Any
 
 from cerver.adapters.access import check_executable
-from cerver.errors import NotFound
+from cerver.errors import CerverError, ComputeOffline, NotFound
 from cerver.models import ComputeChoice, CreateSession
 from cerver.serve_app.deps import AppContext
 from cerver.store import Account
@@ -54,3 +54,15 @@ def pinned_routing(choice: ComputeChoice, reason: str = "pinned by the request")
         "fallback_order": [],
         "canary_run": False,
     }
+
+
+def fallback_choice(exc: CerverError, runtime: str | None) -> ComputeChoice | None:
+    """Where an offline compute's work moves with ``"fallback": true``: the recommendation
+    the ``compute_offline`` error carries (None when there is nothing to move to)."""
+    if not isinstance(exc, ComputeOffline):
+        return None
+    recommendation = (exc.details or {}).get("recommendation") or {}
+    provider = recommendation.get("recommended_provider")
+    if not provider:
+        return None
+    return ComputeChoice(provider=provider, runtime=runtime)  # type: ignore[arg-type]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import Request
 
@@ -27,6 +28,7 @@ class AppContext:
     sessions: SessionRouter  # reaches the host of a session (actors/session.py)
     sandboxes: SandboxDirectory  # reaches the actor of a /sandbox compute (actors/sandbox.py)
     llm: LlmService | None = None  # model turns (cerver/llm), made on first use
+    relay_hub: Any = None  # the RelayHub actor handle (cerver/relay/hub.py), made on first use
 
 
 def ctx(request: Request) -> AppContext:

@@ -19,7 +19,7 @@ from cerver.adapters.catalog import get_profile
 from cerver.errors import CerverError, NotFound, SessionClosed, Unprocessable
 from cerver.metrics import MetricsState
 from cerver.models import CreateSession, RunRequest, RunResponse, SessionView, SwapCompute
-from cerver.serve_app.compute_choice import check_choice, choices_for_create
+from cerver.serve_app.compute_choice import check_choice, choices_for_create, fallback_choice
 from cerver.serve_app.deps import AppContext, account, ctx, wants_stream
 from cerver.serve_app.errors import ERROR_RESPONSES
 from cerver.serve_app.views import decode_cursor, encode_cursor, metrics_of, session_view
@@ -96,13 +96,19 @@ async def _provision_first_that_works(c: AppContext, row: SessionRow, candidates
     """Walk the candidates (the routing's fallback order); on total failure undo everything."""
     attempts: list[dict[str, Any]] = []
     last: BaseException | None = None
+    reasons: dict[int, str] = {}
     try:
         for choice in candidates:
             started = time.perf_counter()
+            reason = reasons.get(id(choice), "create")
             try:
-                await c.sessions.attach(row.id, row.account_id, choice, "create")
+                await c.sessions.attach(row.id, row.account_id, choice, reason)
             except CerverError as exc:
                 last = exc
+                moved = fallback_choice(exc, choice.runtime) if choice.fallback else None
+                if moved is not None:  # an offline relay host: go where it recommends
+                    reasons[id(moved)] = f"fallback: {exc.message}"
+                    candidates.append(moved)
                 attempts.append(
                     {
                         "provider": choice.provider,
@@ -293,7 +299,16 @@ async def run(
     if wants_stream(body.stream, request):
         return await _stream(c, row, exec_request, received)
     async with Admission(c.settings, "start_run", who.id, timeout):
-        out = await c.sessions.run(row.id, who.id, exec_request, received)
+        try:
+            out = await c.sessions.run(row.id, who.id, exec_request, received)
+        except CerverError as exc:
+            moved = fallback_choice(exc, row.runtime) if body.fallback else None
+            if moved is None:
+                raise
+            # The session's compute is offline: move the session (the transcript records
+            # the attach and why), then run there.
+            await c.sessions.attach(row.id, who.id, moved, f"fallback: {exc.message}")
+            out = await c.sessions.run(row.id, who.id, exec_request, received)
     headers = {
         "X-Cerver-Session-Id": row.id,
         "X-Cerver-Provider": out.provider,

@@ -11,6 +11,7 @@ from cerver.store.credentials import Credentials
 from cerver.store.db import engine_for
 from cerver.store.llm_spend import LlmSpend
 from cerver.store.observations import Observations
+from cerver.store.relay import Relays
 from cerver.store.sessions import SessionRow, Sessions, TranscriptEntry
 
 
@@ -23,18 +24,21 @@ class Store:
     observations: Observations
     llm_spend: LlmSpend
     browser_sessions: BrowserSessions
+    relays: Relays
 
     @classmethod
     def open(cls, url: str) -> Store:
         engine = engine_for(url)
+        computes = Computes(engine)
         return cls(
             Accounts(engine),
             Sessions(engine),
-            Computes(engine),
+            computes,
             Credentials(engine),
             Observations(engine),
             LlmSpend(engine),
             BrowserSessions(engine),
+            Relays(engine, computes),
         )
 
 
@@ -47,6 +51,7 @@ __all__ = [
     "Credentials",
     "LlmSpend",
     "Observations",
+    "Relays",
     "SessionRow",
     "Sessions",
     "Store",

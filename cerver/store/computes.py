@@ -11,13 +11,15 @@ from cerver.store import schema
 from cerver.store.ids import now
 
 C = schema.computes
+# Statuses of a compute that is a host (a relay machine) rather than one sandbox.
+HOST_STATUSES = ("online", "offline")
 
 
 class ComputeRow(BaseModel):
     id: str
     account_id: str
     provider: str
-    status: str  # provisioning | ready | released | failed | lost
+    status: str  # provisioning | ready | released | failed | lost; hosts: online | offline
     record: dict[str, Any] | None
     session_id: str | None
     created_at: float
@@ -76,6 +78,15 @@ class Computes:
             query = query.where(C.c.id != exclude)
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
+
+    def host_providers(self, account_id: str) -> set[str]:
+        """Providers of which the account has a host compute (``online``/``offline``: relay
+        machines), so it can execute there."""
+        query = select(C.c.provider).where(
+            C.c.account_id == account_id, C.c.status.in_(HOST_STATUSES)
+        )
+        with self.engine.connect() as conn:
+            return {r.provider for r in conn.execute(query.distinct())}
 
     def update(self, compute_id: str, **values: Any) -> None:
         with self.engine.begin() as conn:

@@ -241,11 +241,43 @@ def _v4_transcript_budget(conn: Connection) -> None:
         )
 
 
+def _v5_relay(conn: Connection) -> None:
+    """Relay device logins and relay credentials (cerver/relay/)."""
+    m = MetaData()
+    Table("accounts", m, Column("id", String(40), primary_key=True))
+    Table(
+        "relay_logins",
+        m,
+        Column("device_hash", String(64), primary_key=True),
+        Column("user_code", String(9), nullable=False, unique=True),
+        Column("status", String(20), nullable=False),
+        Column("account_id", String(40), ForeignKey("accounts.id"), nullable=True),
+        Column("host", JSON, nullable=False),
+        Column("interval_s", Float, nullable=False),
+        Column("created_at", Float, nullable=False),
+        Column("expires_at", Float, nullable=False),
+        Column("last_poll_at", Float, nullable=True),
+        Column("compute_id", String(40), nullable=True),
+    )
+    Table(
+        "relay_credentials",
+        m,
+        Column("token_hash", String(64), primary_key=True),
+        Column("compute_id", String(40), nullable=False, unique=True),
+        Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
+        Column("created_at", Float, nullable=False),
+        Column("revoked_at", Float, nullable=True),
+    )
+    m.tables["relay_logins"].create(conn, checkfirst=True)
+    m.tables["relay_credentials"].create(conn, checkfirst=True)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _v1_initial),
     Migration(2, "llm spend and account limits", _v2_llm_spend),
     Migration(3, "dashboard: browser sessions, token names and last use", _dashboard),
     Migration(4, "transcript byte budget", _v4_transcript_budget),
+    Migration(5, "relay logins and credentials", _v5_relay),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

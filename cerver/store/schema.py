@@ -163,6 +163,35 @@ browser_sessions = Table(
     Column("expires_at", Float, nullable=False),
 )
 
+# --- relay (cerver/relay/): device-code logins and the credentials they mint ---------------
+# A pending login (RFC 8628). Only hashes of the device code are kept; the user code is short
+# and single-use, so it is kept as typed (it is worthless once approved or expired).
+relay_logins = Table(
+    "relay_logins",
+    metadata,
+    Column("device_hash", String(64), primary_key=True),
+    Column("user_code", String(9), nullable=False, unique=True),
+    Column("status", String(20), nullable=False),  # pending | approved | issued
+    Column("account_id", String(40), ForeignKey("accounts.id"), nullable=True),
+    Column("host", JSON, nullable=False),  # what the relay said about its machine
+    Column("interval_s", Float, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("last_poll_at", Float, nullable=True),
+    Column("compute_id", String(40), nullable=True),
+)
+
+# A relay credential: serves as exactly one compute (a ``computes`` row, provider "relay").
+relay_credentials = Table(
+    "relay_credentials",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("compute_id", String(40), nullable=False, unique=True),
+    Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("revoked_at", Float, nullable=True),
+)
+
 __all__ = [
     "account_limits",
     "accounts",
@@ -172,6 +201,8 @@ __all__ = [
     "metadata",
     "observations",
     "provider_credentials",
+    "relay_credentials",
+    "relay_logins",
     "sessions",
     "tokens",
     "transcript",

@@ -80,12 +80,35 @@ def _e2b(tmp_path: Path, request: pytest.FixtureRequest) -> ComputeAdapter:
     return registry.get("e2b")(settings, {"e2b_api_key": "e2b_contract_key"})
 
 
+@pytest.fixture(scope="module")
+def p69_server() -> Iterator[tuple[str, str]]:
+    """A second `cerver serve` on loopback: the p69 adapter's remote."""
+    import os
+
+    from tests.conftest import free_port, make_home
+    from tests.serve_process import start_server, stop_server
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env |= {"CERVER_HOME": str(make_home()), "CERVER_SESSION_POOL_SIZE": "0"}
+    proc, token = start_server(env, port)
+    yield f"http://127.0.0.1:{port}", token
+    stop_server(proc)
+
+
+def _p69(tmp_path: Path, request: pytest.FixtureRequest) -> ComputeAdapter:
+    url, token = request.getfixturevalue("p69_server")
+    settings = _settings(tmp_path).model_copy(update={"p69_base_url": url})
+    return registry.get("p69")(settings, {"api_key": token})
+
+
 # Contract cases: (provider, factory). A provider may have several (e.g. isolation modes).
 CASES: dict[str, tuple[str, Factory]] = {
     "local-bwrap": ("local", _local("bwrap")),
     "local-rlimits": ("local", _local("rlimits")),
     "ray": ("ray", _ray),
     "e2b": ("e2b", _e2b),
+    "p69": ("p69", _p69),
 }
 
 

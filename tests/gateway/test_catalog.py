@@ -8,7 +8,7 @@ import pytest
 from cerver.adapters.catalog import Z95, Z99, all_profiles, get_profile, names
 from cerver.errors import BadRequest
 
-EXPECTED = {"local", "ray", "p69", "e2b", "vercel", "cloudflare", "daytona", "modal"}
+EXPECTED = {"local", "ray", "p69", "relay", "e2b", "vercel", "cloudflare", "daytona", "modal"}
 
 
 @pytest.mark.timeout(30)

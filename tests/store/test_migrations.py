@@ -130,6 +130,7 @@ def test_a_later_step_runs_once_in_order(fresh: Engine, monkeypatch: pytest.Monk
         calls.append(base + 2)
         conn.execute(text("INSERT INTO scratch (id) VALUES (7)"))
 
+    base = migrations.LATEST_VERSION  # the steps under test come after the real ones
     steps = (
         *migrations.MIGRATIONS,
         Migration(base + 1, "scratch table", add_scratch),
