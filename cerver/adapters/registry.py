@@ -62,6 +62,7 @@ def _load_builtin() -> None:
         return
     with _loading:
         if not _loaded:
-            from cerver.adapters import e2b, local, raycluster  # noqa: F401
+            # Bring-your-own-cloud adapters (e2b, vercel) import their SDKs on first use.
+            from cerver.adapters import e2b, local, raycluster, vercel  # noqa: F401
 
             _loaded = True
