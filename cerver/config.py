@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
 from cerver.labels import selector_problem
 
@@ -25,6 +25,8 @@ DEFAULT_MAX_RUN_TIMEOUT_S = 3600.0
 # E2B (the `e2b` provider, docs/providers.md): the real service unless pointed at a fake.
 DEFAULT_E2B_API_URL = "https://api.e2b.app"
 DEFAULT_E2B_TEMPLATE = "code-interpreter-v1"
+DEFAULT_VERCEL_API_URL = "https://vercel.com/api"
+DEFAULT_DAYTONA_API_URL = "https://app.daytona.io/api"
 
 
 class ConfigError(ValueError):
@@ -96,6 +98,12 @@ def _env_networks(name: str) -> list[str]:
                 f"10.0.0.5,10.1.0.0/16; {part!r} is neither"
             ) from None
     return found
+
+
+def _env_list(name: str) -> tuple[str, ...]:
+    """A comma-separated list; blanks dropped."""
+    raw = os.environ.get(name) or ""
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
 def _env_labels(name: str) -> dict[str, str]:
@@ -213,6 +221,14 @@ class Settings(BaseModel):
     openai_compatible_models: list[str] = []
     # model -> {"input", "output", "cache_read", "cache_write"} USD per million tokens.
     llm_prices: dict[str, dict[str, float]] = {}
+    # --- issue 11 (cloud): bring-your-own-cloud providers and their credentials ---
+    secrets_backend: str = "env"
+    # Names (and PREFIX* patterns) a credential reference may name; empty: none resolve.
+    secret_refs: tuple[str, ...] = ()
+    # The key that seals credential values at rest; unset: CERVER_HOME/secret.key (0600).
+    secret_key: SecretStr | None = None
+    vercel_api_url: str = DEFAULT_VERCEL_API_URL
+    daytona_api_url: str = DEFAULT_DAYTONA_API_URL
 
     @property
     def sandboxes_dir(self) -> Path:
@@ -264,6 +280,13 @@ class Settings(BaseModel):
             e2b_template=_env_str("CERVER_E2B_TEMPLATE", DEFAULT_E2B_TEMPLATE),
             e2b_timeout_s=_env_int("CERVER_E2B_TIMEOUT_S", 3600, minimum=60),
             **_llm_settings(),
+            secrets_backend=_env_choice("CERVER_SECRETS_BACKEND", "env", ("env",)),
+            secret_refs=_env_list("CERVER_SECRET_REFS"),
+            secret_key=SecretStr(os.environ["CERVER_SECRET_KEY"])
+            if os.environ.get("CERVER_SECRET_KEY")
+            else None,
+            vercel_api_url=_env_str("CERVER_VERCEL_API_URL", DEFAULT_VERCEL_API_URL),
+            daytona_api_url=_env_str("CERVER_DAYTONA_API_URL", DEFAULT_DAYTONA_API_URL),
         )
 
 

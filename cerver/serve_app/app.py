@@ -22,6 +22,7 @@ def build_app(settings: Settings) -> FastAPI:
         routes_computes,
         routes_gateway,
         routes_llm,
+        routes_providers,  # issue 11 (cloud)
         routes_sandbox,
         routes_sessions,
     )
@@ -52,6 +53,7 @@ def build_app(settings: Settings) -> FastAPI:
     app.include_router(routes_sandbox.router)
     app.include_router(routes_gateway.router)
     app.include_router(routes_llm.router)
+    app.include_router(routes_providers.router)  # issue 11 (cloud)
 
     @app.on_event("startup")
     async def warm_pool() -> None:
