@@ -24,12 +24,40 @@ from cerver.stress.models import StressRequest
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
 
 
-@router.get("/computes")
-async def computes(
-    request: Request, who: BrowserSession = Depends(signed_in), c: AppContext = Depends(ctx)
+async def _computes_page(
+    request: Request, c: AppContext, who: BrowserSession, code: int = 200, **extra: Any
 ) -> HTMLResponse:
     rows = await asyncio.to_thread(c.store.computes.for_account, who.account.id)
-    return page(request, "computes.html", who, computes=rows)
+    return page(request, "computes.html", who, code, computes=rows, **extra)
+
+
+@router.get("/computes")
+async def computes(
+    request: Request,
+    code: str = "",
+    who: BrowserSession = Depends(signed_in),
+    c: AppContext = Depends(ctx),
+) -> HTMLResponse:
+    # ``?code=`` comes from a relay's verification link: the form is filled, not submitted.
+    return await _computes_page(request, c, who, user_code=code[:20])
+
+
+@router.post("/computes/approve")
+async def approve_relay(
+    request: Request,
+    user_code: str = Form("", max_length=20),
+    who: BrowserSession = Depends(changing),
+    c: AppContext = Depends(ctx),
+) -> HTMLResponse:
+    """Approve a relay's device login, exactly as POST /v2/relay/approve does."""
+    try:
+        compute_id = await asyncio.to_thread(
+            c.store.relays.approve, user_code.strip(), who.account.id
+        )
+    except CerverError as exc:
+        message = exc.to_body()["error"]["message"]
+        return await _computes_page(request, c, who, exc.status, error=message)
+    return await _computes_page(request, c, who, approved=compute_id)
 
 
 # --- tokens ---------------------------------------------------------------------------

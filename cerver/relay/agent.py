@@ -241,7 +241,7 @@ async def login(
         print(f"  or: {grant['approve_with']}", file=out, flush=True)
         if open_browser:
             with contextlib.suppress(Exception):
-                webbrowser.open(grant["verification_uri"])
+                webbrowser.open(grant.get("verification_uri_complete") or grant["verification_uri"])
         interval = float(grant["interval"])
         deadline = time.monotonic() + float(grant["expires_in"])
         while time.monotonic() < deadline:

@@ -79,11 +79,13 @@ async def device_start(body: DeviceStart, request: Request, c: AppContext = Depe
         interval_s=s.relay_poll_interval_s,
         ttl_s=s.relay_login_ttl_s,
     )
-    verification = str(request.base_url).rstrip("/") + "/v2/relay/approve"
+    # A person approves in the dashboard (signed in), or with the API / CLI named below.
+    verification = str(request.base_url).rstrip("/") + "/dashboard/computes"
     return {
         "device_code": login.device_code,
         "user_code": login.user_code,
         "verification_uri": verification,
+        "verification_uri_complete": f"{verification}?code={login.user_code}",
         "expires_in": login.expires_in_s,
         "interval": login.interval_s,
         "approve_with": f"cerver relay approve {login.user_code}  (or POST /v2/relay/approve "

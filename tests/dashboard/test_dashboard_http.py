@@ -172,3 +172,47 @@ def test_compare_runs_a_simulated_stress_test(browser_client: httpx.Client) -> N
     assert 'data-chart="stress"' in r.text
     bad = browser_client.post("/dashboard/stress", data={"csrf_token": csrf, "sample_size": "0"})
     assert bad.status_code == 422 and 'role="alert"' in bad.text
+
+
+def test_a_relay_login_is_approved_on_the_computes_page(
+    anon: httpx.Client, browser_client: httpx.Client
+) -> None:
+    started = anon.post(
+        "/v2/relay/device",
+        json={
+            "host": {
+                "hostname": "dash-laptop",
+                "os": "linux",
+                "cpu_count": 2,
+                "memory_mb": 1024,
+                "max_concurrent_runs": 2,
+                "network_allowed": False,
+                "isolation": "bwrap",
+                "version": "test",
+            }
+        },
+    )
+    assert started.status_code == 200, started.text
+    grant = started.json()
+    assert grant["verification_uri"].endswith("/dashboard/computes")
+    path = "/dashboard/computes?" + grant["verification_uri_complete"].split("?", 1)[1]
+    link = browser_client.get(path)
+    assert link.status_code == 200 and grant["user_code"] in link.text  # prefilled
+    csrf = csrf_of(link.text)
+    wrong = browser_client.post(
+        "/dashboard/computes/approve", data={"csrf_token": csrf, "user_code": "ZZZZ-ZZZZ"}
+    )
+    assert wrong.status_code == 400 and 'role="alert"' in wrong.text
+    ok = browser_client.post(
+        "/dashboard/computes/approve", data={"csrf_token": csrf, "user_code": grant["user_code"]}
+    )
+    assert ok.status_code == 200 and "Approved" in ok.text
+    token = anon.post(
+        "/v2/relay/token",
+        json={"device_code": grant["device_code"]},
+    )
+    assert token.status_code == 200 and token.json()["access_token"].startswith("crl_")
+    again = browser_client.post(
+        "/dashboard/computes/approve", data={"csrf_token": csrf, "user_code": grant["user_code"]}
+    )
+    assert again.status_code == 400  # a used code cannot be approved twice
