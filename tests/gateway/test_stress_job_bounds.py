@@ -31,7 +31,7 @@ def _job(sample_size: int):  # type: ignore[no-untyped-def]
 
 @pytest.mark.timeout(90)
 async def test_jobs_are_bounded_and_finished_ones_expire(server_settings: Settings) -> None:
-    settings = server_settings.model_copy(update={"stress_jobs_max": 2, "stress_job_ttl_s": 1.0})
+    settings = server_settings.model_copy(update={"stress_jobs_max": 2, "stress_job_ttl_s": 60.0})
     actor = StressJobs.remote()  # type: ignore[attr-defined]
     try:
         first, second = _job(100_000), _job(100_000)
@@ -54,9 +54,16 @@ async def test_jobs_are_bounded_and_finished_ones_expire(server_settings: Settin
         third = _job(10)
         await actor.start.remote(*third, settings)
         assert await actor.get.remote(first[1].id) is None
+        assert await actor.get.remote(second[1].id) is not None
         assert await actor.count.remote() == 2
-        await asyncio.sleep(1.5)  # past the TTL, finished jobs are forgotten
-        assert await actor.get.remote(second[1].id) is None
+        # With a 1 s TTL, finished jobs are forgotten once it has passed.
+        short = settings.model_copy(update={"stress_job_ttl_s": 1.0})
+        fourth = _job(10)
+        await actor.start.remote(*fourth, short)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and await actor.get.remote(fourth[1].id) is not None:
+            await asyncio.sleep(0.2)
+        assert await actor.get.remote(fourth[1].id) is None
         assert await actor.get.remote(third[1].id) is None
         assert await actor.count.remote() == 0
     finally:
