@@ -39,6 +39,7 @@ from cerver.config import Settings
 from cerver.errors import CerverError, Conflict, ProviderError, SandboxLost, SessionClosed
 from cerver.metrics import MetricsState
 from cerver.models import ComputeChoice
+from cerver.redaction import mask_streams, mask_text
 from cerver.store import SessionRow
 
 
@@ -315,14 +316,18 @@ class SessionCore:
             self._lost = isinstance(exc, SandboxLost)
             metrics = self._metrics()
             metrics.op(ok=False)
-            await self._append("exec", {**_exec_content(request), "error": exc.to_body()}, metrics)
+            await self._append(
+                "exec", {**_exec_content(request, adapter), "error": exc.to_body()}, metrics
+            )
             raise
         latency_ms = (time.time() - received_at) * 1000.0
         metrics = self._metrics()
         metrics.op(ok=True)
         metrics.exec_done(latency_ms, time.time())
         seq = await self._append(
-            "exec", {**_exec_content(request), "result": _result_content(result)}, metrics
+            "exec",
+            {**_exec_content(request, adapter), "result": _result_content(result, adapter)},
+            metrics,
         )
         return SessionRun(
             result=result,
@@ -352,11 +357,11 @@ class SessionCore:
         finally:
             metrics = self._metrics()
             metrics.op(ok=final is not None)
-            content = _exec_content(request) | {"stream": True}
+            content = _exec_content(request, adapter) | {"stream": True}
             if final is not None:
                 latency_ms = (time.time() - received_at) * 1000.0
                 metrics.exec_done(latency_ms, time.time(), stream=True, stream_open_ms=open_ms)
-                content["result"] = _result_content(final)
+                content["result"] = _result_content(final, adapter)
             else:
                 content["result"] = {"abandoned": True}
             seq = await asyncio.shield(self._append("exec", content, metrics))
@@ -364,10 +369,15 @@ class SessionCore:
             yield StreamExited(result=final, seq=seq)
 
 
-def _exec_content(request: ExecRequest) -> dict[str, Any]:
+# The account's credentials the session's adapter was built with (resolved at use, held in
+# its memory only) never reach the transcript: not in the code a caller pasted them into,
+# not in what the run printed.
+
+
+def _exec_content(request: ExecRequest, adapter: ComputeAdapter) -> dict[str, Any]:
     return {
         "language": request.language,
-        "code": request.code,
+        "code": mask_text(request.code, adapter.credentials.values()),
         "cwd": request.cwd,
         "timeout_s": request.timeout_s,
         # Environment values may hold secrets: the transcript keeps the names only.
@@ -375,10 +385,11 @@ def _exec_content(request: ExecRequest) -> dict[str, Any]:
     }
 
 
-def _result_content(result: ExecResult) -> dict[str, Any]:
-    return result.model_dump(exclude={"interpreter_restarted"}) | (
+def _result_content(result: ExecResult, adapter: ComputeAdapter) -> dict[str, Any]:
+    content = result.model_dump(exclude={"interpreter_restarted"}) | (
         {"interpreter_restarted": True} if result.interpreter_restarted else {}
     )
+    return mask_streams(content, adapter.credentials.values())
 
 
 class NotBound(Moved):
