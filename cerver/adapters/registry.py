@@ -62,6 +62,7 @@ def _load_builtin() -> None:
         return
     with _loading:
         if not _loaded:
-            from cerver.adapters import e2b, local, p69, raycluster, relay  # noqa: F401
+            # Bring-your-own-cloud adapters (e2b, vercel) import their SDKs on first use.
+            from cerver.adapters import e2b, local, p69, raycluster, relay, vercel  # noqa: F401
 
             _loaded = True
