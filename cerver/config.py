@@ -25,6 +25,8 @@ DEFAULT_MAX_RUN_TIMEOUT_S = 3600.0
 # E2B (the `e2b` provider, docs/providers.md): the real service unless pointed at a fake.
 DEFAULT_E2B_API_URL = "https://api.e2b.app"
 DEFAULT_E2B_TEMPLATE = "code-interpreter-v1"
+DEFAULT_VERCEL_API_URL = "https://vercel.com/api"
+DEFAULT_DAYTONA_API_URL = "https://app.daytona.io/api"
 
 
 class ConfigError(ValueError):
@@ -125,6 +127,12 @@ def _record_key(home: Path) -> SecretStr:
     with os.fdopen(fd, "w") as fh:
         fh.write(key.get_secret_value())
     return key
+
+
+def _env_list(name: str) -> tuple[str, ...]:
+    """A comma-separated list; blanks dropped."""
+    raw = os.environ.get(name) or ""
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
 def _env_labels(name: str) -> dict[str, str]:
@@ -256,6 +264,14 @@ class Settings(BaseModel):
     # p69: another Cerver (or p69-compatible server) used as a compute, over HTTP.
     p69_base_url: str = ""
     p69_api_key: str = Field(default="", repr=False)  # a secret: never in a repr
+    # --- issue 11 (cloud): bring-your-own-cloud providers and their credentials ---
+    secrets_backend: str = "env"
+    # Names (and PREFIX* patterns) a credential reference may name; empty: none resolve.
+    secret_refs: tuple[str, ...] = ()
+    # The key that seals credential values at rest; unset: CERVER_HOME/secret.key (0600).
+    secret_key: SecretStr | None = None
+    vercel_api_url: str = DEFAULT_VERCEL_API_URL
+    daytona_api_url: str = DEFAULT_DAYTONA_API_URL
 
     @property
     def sandboxes_dir(self) -> Path:
@@ -323,6 +339,13 @@ class Settings(BaseModel):
             ),
             p69_base_url=_env_str("P69_BASE_URL", ""),
             p69_api_key=_env_str("P69_API_KEY", ""),
+            secrets_backend=_env_choice("CERVER_SECRETS_BACKEND", "env", ("env",)),
+            secret_refs=_env_list("CERVER_SECRET_REFS"),
+            secret_key=SecretStr(os.environ["CERVER_SECRET_KEY"])
+            if os.environ.get("CERVER_SECRET_KEY")
+            else None,
+            vercel_api_url=_env_str("CERVER_VERCEL_API_URL", DEFAULT_VERCEL_API_URL),
+            daytona_api_url=_env_str("CERVER_DAYTONA_API_URL", DEFAULT_DAYTONA_API_URL),
         )
 
 

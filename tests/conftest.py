@@ -21,7 +21,7 @@ from tests.fakes import e2b as fake_e2b
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 # The e2b tests' account key, as a name in the `env` secrets backend: set before Ray starts
 # so the server's actors inherit it (tests/integration/test_e2b_swap.py).
-E2B_TEST_KEY_REF = "CERVER_TEST_E2B_API_KEY"
+E2B_TEST_KEY_REF = "TEST_CLOUD_E2B_API_KEY"  # allowed by server_settings.secret_refs
 os.environ.setdefault(E2B_TEST_KEY_REF, "e2b_test_" + os.urandom(8).hex())
 E2B_REVOKED_KEY_REF = "CERVER_TEST_E2B_REVOKED_KEY"  # one the fake refuses, as E2B would
 os.environ.setdefault(E2B_REVOKED_KEY_REF, "e2b_revoked_" + os.urandom(8).hex())
@@ -61,6 +61,18 @@ def ray_runtime() -> Iterator[None]:
 # the fake keys in the replicas' environment (runtime_env), where the `env` secrets
 # backend resolves OPENAI_API_KEY / ANTHROPIC_API_KEY by name, as in production.
 FAKE_LLM_KEYS = {"OPENAI_API_KEY": "sk-test-openai-key", "ANTHROPIC_API_KEY": "sk-ant-test-key"}
+# --- issue 11 (cloud): the server talks to provider fakes on ports reserved up front ---
+VERCEL_FAKE_PORT = free_port()
+
+
+@pytest.fixture(scope="session")
+def vercel_fake() -> Iterator[str]:
+    """The Vercel fake (tests/fakes/vercel.py) as a subprocess, on the port the shared
+    server's ``vercel_api_url`` names; it refuses the key ``rejected-vercel-token``."""
+    from tests.fakes.process import start_fake
+
+    with start_fake("vercel", VERCEL_FAKE_PORT, "--reject-key", "rejected-vercel-token") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -112,6 +124,8 @@ def server_settings(
         llm_prices={"llama-3.1-8b": {"input": 0.1, "output": 0.2}},
         llm_timeout_s=5.0,
         llm_retry_max_wait_s=2.0,
+        vercel_api_url=f"http://127.0.0.1:{VERCEL_FAKE_PORT}",  # issue 11: `vercel_fake`
+        secret_refs=("TEST_CLOUD_*",),  # issue 11: names credential references may use
     )
     prepare_home(settings)
     return settings

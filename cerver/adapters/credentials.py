@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 
-from cerver import secrets
 from cerver.config import Settings
 from cerver.store import Store
 
@@ -20,14 +19,12 @@ async def credentials_for(
 ) -> dict[str, str]:
     """The resolved credentials of ``account_id`` for ``provider`` (``{}`` when it has none).
 
-    Today: the account's stored *references* (``store.credentials.refs``) resolved by the
-    secrets backend (``cerver.secrets.resolve``), which raises ``ComputeUnavailable`` (409)
-    naming what is missing. What is read, and from where, may change here (encrypted
-    values, a backend allowlist) without touching any caller. The store is read in a worker
-    thread, never on the event loop. ``settings`` is for that backend choice.
+    Registered with ``POST /v2/account/providers`` (``cerver.provider_credentials``): sealed
+    values are opened with the server key, references resolved by the secrets backend
+    (only names ``CERVER_SECRET_REFS`` allows), which raises ``ComputeUnavailable`` (409)
+    naming what is missing. The result is a ``ResolvedCredentials``, whose repr shows field
+    names only. The store and key file are read in a worker thread, never on the loop.
     """
-    del settings  # not needed by the env backend; kept for the backends to come
-    refs = await asyncio.to_thread(store.credentials.refs, account_id, provider)
-    if not refs:
-        return {}
-    return secrets.resolve(provider, refs)
+    from cerver.provider_credentials import resolve_credentials
+
+    return await asyncio.to_thread(resolve_credentials, settings, store, account_id, provider)

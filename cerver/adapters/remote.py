@@ -176,7 +176,7 @@ async def drain(
             break
         try:
             item = await asyncio.wait_for(queue.get(), remaining)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             break
         if item is None:
             break

@@ -23,6 +23,7 @@ def build_app(settings: Settings) -> FastAPI:
         routes_computes,
         routes_gateway,
         routes_llm,
+        routes_providers,  # issue 11 (cloud)
         routes_sandbox,
         routes_sessions,
     )
@@ -57,6 +58,7 @@ def build_app(settings: Settings) -> FastAPI:
     from cerver.serve_app import routes_relay
 
     routes_relay.install(app)
+    app.include_router(routes_providers.router)  # issue 11 (cloud)
 
     @app.on_event("startup")
     async def warm_pool() -> None:

@@ -272,12 +272,23 @@ def _v5_relay(conn: Connection) -> None:
     m.tables["relay_credentials"].create(conn, checkfirst=True)
 
 
+# --- issue 11 (cloud): provider credentials hold sealed values and usage times ---
+def _v6_provider_credential_values(conn: Connection) -> None:
+    """provider_credentials gains ``sealed`` (field -> ciphertext of a value encrypted with
+    the server key), ``updated_at`` (last rotation) and ``last_used_at``."""
+    present = {c["name"] for c in inspect(conn).get_columns("provider_credentials")}
+    for name, type_ in (("sealed", "JSON"), ("updated_at", "FLOAT"), ("last_used_at", "FLOAT")):
+        if name not in present:  # a database made by create_all already has them
+            conn.execute(text(f"ALTER TABLE provider_credentials ADD COLUMN {name} {type_}"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _v1_initial),
     Migration(2, "llm spend and account limits", _v2_llm_spend),
     Migration(3, "dashboard: browser sessions, token names and last use", _dashboard),
     Migration(4, "transcript byte budget", _v4_transcript_budget),
     Migration(5, "relay logins and credentials", _v5_relay),
+    Migration(6, "provider credential values", _v6_provider_credential_values),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -96,9 +96,13 @@ provider_credentials = Table(
     metadata,
     Column("account_id", String(40), ForeignKey("accounts.id"), primary_key=True),
     Column("provider", String(40), primary_key=True),
-    # Names of secrets in the secrets backend, never the values themselves.
+    # Per field, a name in the secrets backend (refs) or a value sealed with the server key
+    # (sealed: ciphertext). Never a plain value.
     Column("refs", JSON, nullable=False),
     Column("created_at", Float, nullable=False),
+    Column("sealed", JSON, nullable=True),
+    Column("updated_at", Float, nullable=True),
+    Column("last_used_at", Float, nullable=True),
 )
 
 # Measurements that feed the provider catalog (canary runs, real session metrics).

@@ -84,7 +84,12 @@ def store(tmp_path: Path) -> Store:
 
 
 def _settings(tmp_path: Path) -> Settings:
-    return Settings(home=tmp_path, database_url=f"sqlite:///{tmp_path / 'cerver.db'}")
+    # References resolve only for names the operator allows (CERVER_SECRET_REFS).
+    return Settings(
+        home=tmp_path,
+        database_url=f"sqlite:///{tmp_path / 'cerver.db'}",
+        secret_refs=("PROBE_*",),
+    )
 
 
 def test_handles_are_per_account_and_see_rotated_secrets(

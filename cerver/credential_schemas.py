@@ -1,0 +1,32 @@
+"""Which credential fields each provider takes: a registry of data.
+
+A provider (compute or model API) joins by adding one entry to ``SCHEMAS``; nothing else
+in the registration path changes. ``verify`` names an async callable
+``(settings, credentials) -> None`` ("module:function") that makes one cheap
+authenticated call and raises ``ProviderAuthFailed`` for a refused key; for a provider
+with a compute adapter and no ``verify``, the adapter's ``verify_credentials`` is used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class CredentialSchema:
+    required: tuple[str, ...]
+    optional: tuple[str, ...] = ()
+    verify: str | None = None
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return (*self.required, *self.optional)
+
+
+SCHEMAS: dict[str, CredentialSchema] = {
+    "vercel": CredentialSchema(
+        required=("vercel_token",), optional=("vercel_team_id", "vercel_project_id")
+    ),
+    "e2b": CredentialSchema(required=("e2b_api_key",)),
+    "daytona": CredentialSchema(required=("daytona_api_key",), optional=("daytona_target",)),
+}
