@@ -92,6 +92,9 @@ class ExecRequest(BaseModel):
     timeout_s: float = 60.0
     env: dict[str, str] = Field(default_factory=dict)
     cwd: str | None = None  # relative to the sandbox workspace
+    # The language was defaulted from the session's runtime: an adapter that can check
+    # syntax in the sandbox runs code that does not parse in ``language`` as shell.
+    shell_fallback: bool = False
 
 
 class ExecResult(BaseModel):

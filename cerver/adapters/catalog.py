@@ -132,6 +132,8 @@ class ProviderProfile(BaseModel):
     name: str
     description: str
     runtimes: tuple[str, ...]
+    # What a session on this provider runs when neither it nor a run names a runtime.
+    default_runtime: str = "shell"
     capabilities: Capabilities
     # feature -> why this provider lacks it (SkyPilot's _CLOUD_UNSUPPORTED_FEATURES).
     unsupported_reasons: dict[str, str] = Field(default_factory=dict)

@@ -53,6 +53,22 @@ COMMANDS = {
 INSTALL = {"pip": ("python3", "-m", "pip", "install"), "npm": ("npm", "install")}
 
 
+# Runs CODE ($1) in the runtime when it parses there, else as shell (``shell_fallback``).
+PARSES = {
+    "node": 'printf %s "$1" | node --check - >/dev/null 2>&1',
+    "python": "python3 -c 'import ast, sys; ast.parse(sys.argv[1])' \"$1\" >/dev/null 2>&1",
+}
+
+
+def _argv(request: ExecRequest) -> list[str]:
+    program, flag = COMMANDS[request.language]
+    check = PARSES.get(request.language)
+    if not request.shell_fallback or check is None:
+        return [program, flag, request.code]
+    script = f'if {check}; then exec {program} {flag} "$1"; else exec bash -c "$1"; fi'
+    return ["bash", "-c", script, "cerver-run", request.code]
+
+
 def _sdk() -> Any:
     return remote.import_sdk("vercel.sandbox", provider="vercel", extra=EXTRA)
 
@@ -194,9 +210,8 @@ class VercelAdapter(ComputeAdapter):
         self, record: SandboxRecord, request: ExecRequest
     ) -> AsyncGenerator[ExecEvent, None]:
         remote.check_env(request.env)
-        program, flag = COMMANDS[request.language]
         cwd = remote.remote_dir(ROOT, request.cwd)
-        events = self._command(record, [program, flag, request.code], cwd, request)
+        events = self._command(record, _argv(request), cwd, request)
         async with contextlib.aclosing(events):
             async for event in events:
                 yield event
@@ -235,7 +250,7 @@ class VercelAdapter(ComputeAdapter):
             queue,
             started,
             timeout_s=request.timeout_s,
-            python=argv[0] == COMMANDS["python"][0],
+            python=request.language == "python",
             limit=self.settings.output_limit_bytes,
         )
         try:

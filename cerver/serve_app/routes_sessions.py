@@ -58,7 +58,16 @@ async def create_session(
 
 async def _create_session(c: AppContext, who: Account, body: CreateSession) -> SessionView:
     candidates, routing = await choices_for_create(c, who, body)
-    runtime = body.runtime or (candidates[0].runtime if candidates else None) or "shell"
+    runtime = (
+        body.runtime
+        or (candidates[0].runtime if candidates else None)
+        or (
+            get_profile(candidates[0].provider).default_runtime
+            if candidates and candidates[0].provider
+            else None
+        )
+        or "shell"
+    )
     predicted = None
     if candidates and candidates[0].provider:
         predicted = get_profile(candidates[0].provider).startup_ms_p50
@@ -295,6 +304,9 @@ async def run(
         timeout_s=timeout,
         env=body.env,
         cwd=body.cwd,
+        # No language given on a node/python session: code that does not parse as the
+        # runtime's language runs as shell (docs/providers.md), where the adapter can tell.
+        shell_fallback=body.language is None and row.runtime != "shell",
     )
     if wants_stream(body.stream, request):
         return await _stream(c, row, exec_request, received)

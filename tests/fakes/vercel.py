@@ -31,7 +31,8 @@ Errors are ``{"error": {"code", "message"}}``; a refused token answers 403
 Test controls (not part of Vercel's API) live under ``/_fake``: ``GET /_fake/requests``
 (what was received: method, path, token, body), ``POST /_fake/faults`` (answer the next
 ``count`` requests whose path contains ``path`` with ``status``, optional ``retry_after``),
-``POST /_fake/vanish/{name}`` (the sandbox disappears, as when deleted in the console).
+``POST /_fake/vanish/{name}`` (the sandbox disappears, as when deleted in the console),
+``POST /_fake/reject {key, undo?}`` (revoke a key, or restore it).
 """
 
 from __future__ import annotations
@@ -479,6 +480,15 @@ class FakeVercel:
                 )
             )
             return JSONResponse({"faults": len(self.faults)})
+
+        @app.post("/_fake/reject")
+        async def reject(request: Request) -> Response:
+            body = await request.json()
+            if body.get("undo"):
+                self.reject_keys.discard(body["key"])
+            else:
+                self.reject_keys.add(body["key"])
+            return JSONResponse({"rejected": len(self.reject_keys)})
 
         @app.post("/_fake/vanish/{name}")
         async def vanish(name: str) -> Response:
