@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
+import ssl
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from datetime import timedelta
@@ -69,6 +71,19 @@ def _argv(request: ExecRequest) -> list[str]:
     return ["bash", "-c", script, "cerver-run", request.code]
 
 
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """One TLS context per process: building one per SDK session (the SDK's default client)
+    costs ~100 ms and would be paid on every call (bench/bench_vercel.py)."""
+    return ssl.create_default_context()
+
+
+def _client() -> Any:
+    import httpx2  # the SDK's HTTP client, installed with it
+
+    return httpx2.AsyncClient(verify=_tls(), timeout=httpx2.Timeout(60.0))
+
+
 def _sdk() -> Any:
     return remote.import_sdk("vercel.sandbox", provider="vercel", extra=EXTRA)
 
@@ -96,7 +111,7 @@ class VercelAdapter(ComputeAdapter):
             base_url=self.settings.vercel_api_url, credentials_factory=credentials
         )
         with self._translated(sandbox_id):
-            async with session(service_options=[options]):
+            async with session(service_options=[options], httpx_client_factory=_client):
                 yield sdk
 
     @contextlib.contextmanager
