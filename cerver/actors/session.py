@@ -207,6 +207,9 @@ class SessionCore:
             metrics.attach(new.provider, new.price_per_hour_usd, now)
         if new is None:
             metrics.detach(now)
+        carried = None
+        if reason == "swap" and new is not None and old[1] is not None:
+            carried = await self._carry(row.account_id, old[1], new.record)
         values = {
             "provider": new.provider if new else None,
             "compute_id": new.compute_id if new else None,
@@ -228,6 +231,7 @@ class SessionCore:
                 "isolation": new.record.isolation if new else None,
                 "provision_time_ms": metrics.provision_time_ms if new else None,
                 "previous_compute_id": old[0],
+                **({"workspace": carried} if carried is not None else {}),
             },
             metrics,
         )
@@ -238,6 +242,18 @@ class SessionCore:
             compute_id=new.compute_id if new else None,
             sandbox_id=new.record.sandbox_id if new else None,
             isolation=new.record.isolation if new else None,
+        )
+
+    async def _carry(
+        self, account_id: str, old: SandboxRecord, new: SandboxRecord
+    ) -> dict[str, Any]:
+        """Copy the workspace files from the old compute to the new one (swap)."""
+        from cerver.actors.carry import carry_workspace
+
+        source = await self.provisioner.adapter_for(account_id, old.provider)
+        target = await self.provisioner.adapter_for(account_id, new.provider)
+        return await carry_workspace(
+            source, old, target, new, limit=self.provisioner.settings.max_file_bytes
         )
 
     async def close(self) -> None:

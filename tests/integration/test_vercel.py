@@ -234,3 +234,79 @@ REF_NAME = "TEST_CLOUD_VERCEL_TOKEN"
 REF_VALUE = "token-from-the-environment-77"
 # Ray workers inherit the driver's environment at ray.init (after collection).
 os.environ.setdefault(REF_NAME, REF_VALUE)
+
+
+def test_swap_local_to_vercel_and_back_carries_files(cloud: httpx.Client, vercel_fake: str) -> None:
+    body = {"provider": "vercel", "credentials": {"vercel_token": SECRET}}
+    assert cloud.post("/v2/account/providers", json=body).status_code == 201
+    created = cloud.post("/v2/sessions", json={"compute": {"provider": "local"}})
+    assert created.status_code == 201, created.text
+    sid = created.json()["session_id"]
+    run = f"/v2/sessions/{sid}/run"
+    setup = "mkdir -p notes && echo carried-over > notes/a.txt && echo two > b.txt"
+    assert cloud.post(run, json={"code": setup}).json()["exit_code"] == 0
+
+    swapped = cloud.post(f"/v2/sessions/{sid}/compute", json={"compute": {"provider": "vercel"}})
+    assert swapped.status_code == 200, swapped.text
+    on_vercel = cloud.post(run, json={"code": "cat notes/a.txt b.txt", "language": "shell"})
+    assert on_vercel.json()["provider"] == "vercel"
+    assert on_vercel.json()["stdout"] == "carried-over\ntwo\n", on_vercel.text
+    cloud.post(run, json={"code": "echo made-on-vercel > c.txt", "language": "shell"})
+
+    back = cloud.post(f"/v2/sessions/{sid}/compute", json={"compute": {"provider": "local"}})
+    assert back.status_code == 200, back.text
+    on_local = cloud.post(run, json={"code": "cat notes/a.txt c.txt"})
+    assert on_local.json()["stdout"] == "carried-over\nmade-on-vercel\n", on_local.text
+
+    transcript = cloud.get(f"/v2/sessions/{sid}?full=1").json()["transcript"]
+    swaps = [e["content"] for e in transcript if e["content"].get("reason") == "swap"]
+    assert [s["provider"] for s in swaps] == ["vercel", "local"]
+    assert swaps[0]["workspace"]["carried"] is True and swaps[0]["workspace"]["files"] == 2
+    assert swaps[1]["workspace"]["files"] == 3
+    # The whole history is one transcript: runs before, during and after the swaps.
+    runs = [e for e in transcript if e["type"] == "exec"]
+    assert len(runs) == 4
+    assert cloud.delete(f"/v2/sessions/{sid}").status_code == 200
+
+
+def test_short_form_fallback_walks_to_the_next_provider(
+    cloud: httpx.Client, vercel_fake: str
+) -> None:
+    body = {"provider": "vercel", "credentials": {"vercel_token": SECRET}}
+    assert cloud.post("/v2/account/providers", json=body).status_code == 201
+    httpx.post(
+        f"{vercel_fake}/_fake/faults", json={"path": "/v3/sandboxes", "status": 503, "count": 2}
+    ).raise_for_status()
+    pinned = cloud.post("/v2/sessions", json={"compute": {"provider": "vercel"}})
+    assert pinned.status_code == 502, pinned.text  # no fallback asked: the failure is the answer
+
+    created = cloud.post("/v2/sessions", json={"compute": {"provider": "vercel"}, "fallback": True})
+    assert created.status_code == 201, created.text
+    view = created.json()
+    assert view["provider"] != "vercel"
+    attempts = view["routing"]["attempts"]
+    assert attempts[0]["provider"] == "vercel" and attempts[0]["ok"] is False
+    assert attempts[0]["error"]["code"] == "provider_error"
+    assert attempts[-1] == {**attempts[-1], "provider": view["provider"], "ok": True}
+    assert "vercel" not in view["routing"]["fallback_order"]
+    ran = cloud.post(f"/v2/sessions/{view['session_id']}/run", json={"code": "echo up"})
+    assert ran.json()["stdout"] == "up\n"
+    assert cloud.delete(f"/v2/sessions/{view['session_id']}").status_code == 200
+
+
+def test_canary_runs_on_vercel_with_the_accounts_credentials(
+    cloud: httpx.Client, vercel_fake: str
+) -> None:
+    token = "canary-token-" + SECRET
+    body = {"provider": "vercel", "credentials": {"vercel_token": token}}
+    assert cloud.post("/v2/account/providers", json=body).status_code == 201
+    canary = {"mode": "canary", "kind": "code_exec", "sample_size": 2, "providers": ["vercel"]}
+    answer = cloud.post("/gateway/stress-tests", json=canary)
+    assert answer.status_code == 200, answer.text
+    report = answer.json()["results"]["vercel"]
+    assert report["successes"] == 2 and report["p50_ms"] > 0, report
+    assert token not in answer.text
+    seen = [r for r in _received(vercel_fake) if r["token"] == token]
+    creates = [r for r in seen if r["path"] == "/v3/sandboxes"]
+    destroys = [r for r in seen if r["method"] == "DELETE"]
+    assert len(creates) >= 1 and len(destroys) == len(creates)
