@@ -50,6 +50,9 @@ class CreateSession(Strict):
     compute: ComputeChoice | None = None
     harness: str | None = None
     runtime: Language | None = None
+    # Short form: if provisioning `compute.provider` fails, try the account's other
+    # providers in the recommendation's order (routing.attempts says what was tried).
+    fallback: bool = False
     # Long form: routed through /gateway/recommend, validated here by its own models so a
     # bad nested field is a 422 that names it (body.policy.mode, ...).
     task: str | None = None

@@ -250,8 +250,8 @@ class SessionCore:
         """Copy the workspace files from the old compute to the new one (swap)."""
         from cerver.actors.carry import carry_workspace
 
-        source = await self.provisioner.adapter_for(account_id, old.provider)
-        target = await self.provisioner.adapter_for(account_id, new.provider)
+        source = await self.provisioner.adapter(old.provider, account_id)
+        target = await self.provisioner.adapter(new.provider, account_id)
         return await carry_workspace(
             source, old, target, new, limit=self.provisioner.settings.max_file_bytes
         )

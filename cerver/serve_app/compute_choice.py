@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from cerver.adapters.access import check_executable
+from cerver.adapters.access import _recommend_among, check_executable, executable_providers
 from cerver.errors import CerverError, ComputeOffline, NotFound
 from cerver.models import ComputeChoice, CreateSession
 from cerver.serve_app.deps import AppContext
@@ -35,6 +35,8 @@ async def choices_for_create(
         if body.compute is None:
             return [], None
         await check_choice(c, account, body.compute)
+        if body.fallback and body.compute.provider is not None:
+            return await fallback_choices(c, account, body.compute)
         return [body.compute], pinned_routing(body.compute)
     if body.is_long_form:
         from cerver.serve_app.long_form import routed_choices
@@ -43,6 +45,24 @@ async def choices_for_create(
     default = ComputeChoice(provider=c.settings.default_provider, runtime=body.runtime)
     await check_choice(c, account, default)
     return [default], pinned_routing(default, reason="server default provider")
+
+
+async def fallback_choices(
+    c: AppContext, account: Account, pinned: ComputeChoice
+) -> tuple[list[ComputeChoice], dict[str, Any]]:
+    """Short form with ``"fallback": true``: the named provider first, then the
+    recommendation's order among the other providers this account can execute on. The
+    others get the request's runtime, env, network and resources, not its provider
+    ``options`` (those belong to the named provider)."""
+    usable = sorted(await executable_providers(c.settings, c.store, account.id))
+    rec = await asyncio.to_thread(_recommend_among, usable, pinned.runtime) or {}
+    ranked = [rec.get("recommended_provider"), *rec.get("fallback_order", []), *usable]
+    order = [pinned.provider]
+    order += [p for p in ranked if p in usable and p not in order]
+    others = [pinned.model_copy(update={"provider": p, "options": {}}) for p in order[1:]]
+    routing = pinned_routing(pinned, reason="pinned by the request, with fallback")
+    routing["fallback_order"] = order[1:]
+    return [pinned, *others], routing
 
 
 def pinned_routing(choice: ComputeChoice, reason: str = "pinned by the request") -> dict[str, Any]:
