@@ -25,6 +25,7 @@ from cerver.adapters.base import (
 from cerver.config import Settings
 from cerver.errors import BadRequest, CerverError
 from tests.fakes import e2b as fake_e2b
+from tests.fakes.process import start_fake
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("ray_runtime")]
 
@@ -102,6 +103,35 @@ def _p69(tmp_path: Path, request: pytest.FixtureRequest) -> ComputeAdapter:
     return registry.get("p69")(settings, {"api_key": token})
 
 
+# --- issue 11 (cloud): the vercel adapter through tests/fakes/vercel.py ---
+@pytest.fixture(scope="module")
+def vercel_contract_fake() -> Iterator[str]:
+    with start_fake("vercel") as url:
+        yield url
+    # (what the fake received is checked by tests/integration/test_vercel.py)
+
+
+def _vercel(tmp_path: Path, request: pytest.FixtureRequest) -> ComputeAdapter:
+    url: str = request.getfixturevalue("vercel_contract_fake")
+    settings = _settings(tmp_path).model_copy(update={"vercel_api_url": url})
+    return registry.get("vercel")(settings, {"vercel_token": "vercel_contract_token"})
+
+
+# What a provider does not keep, with the reason: its case of that test is skipped.
+LACKS: dict[str, dict[str, str]] = {
+    "vercel": {
+        "python_state": "each Vercel run is a new process: files persist, Python variables "
+        "do not (docs/providers.md)",
+    },
+}
+
+
+def lacks(adapter: ComputeAdapter, feature: str) -> None:
+    reason = LACKS.get(adapter.name, {}).get(feature)
+    if reason is not None:
+        pytest.skip(f"{adapter.name}: {reason}")
+
+
 # Contract cases: (provider, factory). A provider may have several (e.g. isolation modes).
 CASES: dict[str, tuple[str, Factory]] = {
     "local-bwrap": ("local", _local("bwrap")),
@@ -109,6 +139,7 @@ CASES: dict[str, tuple[str, Factory]] = {
     "ray": ("ray", _ray),
     "e2b": ("e2b", _e2b),
     "p69": ("p69", _p69),
+    "vercel": ("vercel", _vercel),
 }
 
 
@@ -176,6 +207,7 @@ async def test_stdout_stderr_and_exit_codes(
 
 
 async def test_python_keeps_state(adapter: ComputeAdapter, sandbox: SandboxRecord) -> None:
+    lacks(adapter, "python_state")
     await adapter.run(sandbox, ExecRequest(code="counter = 10", language="python"))
     result = await adapter.run(sandbox, ExecRequest(code="print(counter + 1)", language="python"))
     assert result.stdout == "11\n"
