@@ -289,8 +289,10 @@ def test_short_form_fallback_walks_to_the_next_provider(
     assert attempts[0]["error"]["code"] == "provider_error"
     assert attempts[-1] == {**attempts[-1], "provider": view["provider"], "ok": True}
     assert "vercel" not in view["routing"]["fallback_order"]
-    ran = cloud.post(f"/v2/sessions/{view['session_id']}/run", json={"code": "echo up"})
-    assert ran.json()["stdout"] == "up\n"
+    # The runtime was settled by the provider asked for (vercel: node) and stays node.
+    assert view["runtime"] == "node"
+    ran = cloud.post(f"/v2/sessions/{view['session_id']}/run", json={"code": "console.log('up')"})
+    assert ran.json()["stdout"] == "up\n", ran.text
     assert cloud.delete(f"/v2/sessions/{view['session_id']}").status_code == 200
 
 
