@@ -5,7 +5,6 @@ and no value appears in a response, error, log or repr."""
 from __future__ import annotations
 
 import logging
-import os
 import stat
 
 import httpx
@@ -178,4 +177,3 @@ def test_reprs_hide_values() -> None:
     body = RegisterProvider(provider="vercel", credentials={"vercel_token": TOKEN})
     assert TOKEN not in repr(body) and TOKEN not in str(body)
     assert TOKEN not in repr(ResolvedCredentials({"vercel_token": TOKEN}))
-    assert os.environ.get("TEST_CLOUD_VERCEL_TOKEN") is None
