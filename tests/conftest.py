@@ -23,7 +23,7 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 # so the server's actors inherit it (tests/integration/test_e2b_swap.py).
 E2B_TEST_KEY_REF = "TEST_CLOUD_E2B_API_KEY"  # allowed by server_settings.secret_refs
 os.environ.setdefault(E2B_TEST_KEY_REF, "e2b_test_" + os.urandom(8).hex())
-E2B_REVOKED_KEY_REF = "TEST_CLOUD_E2B_REVOKED_KEY"  # the fake refuses it, as E2B would
+E2B_REVOKED_KEY_REF = "TEST_CLOUD_E2B_REVOKED_KEY"  # one the fake refuses, as E2B would
 os.environ.setdefault(E2B_REVOKED_KEY_REF, "e2b_revoked_" + os.urandom(8).hex())
 
 
