@@ -54,7 +54,7 @@ def run_example(python: Path, name: str, server: str, token: str) -> str:
 
 
 def test_quick_start(sdk_python: Path, server: str, token: str) -> None:
-    assert run_example(sdk_python, "quick_start.py", server, token) == "Hello from sandbox!\n\n"
+    assert run_example(sdk_python, "quick_start.py", server, token) == "Hello from sandbox!\n"
 
 
 def test_basic_execution(sdk_python: Path, server: str, token: str) -> None:
