@@ -22,7 +22,14 @@ from pydantic import Field, field_validator
 
 from cerver.actors.account_limits import Admission
 from cerver.adapters.base import ExecRequest, InstallRequest, Language, check_env
-from cerver.errors import BadRequest, CerverError, Conflict, NotFound, PayloadTooLarge, Unprocessable
+from cerver.errors import (
+    BadRequest,
+    CerverError,
+    Conflict,
+    NotFound,
+    PayloadTooLarge,
+    Unprocessable,
+)
 from cerver.models import ComputeChoice, Strict
 from cerver.serve_app.compute_choice import check_choice
 from cerver.serve_app.deps import AppContext, account, ctx, wants_stream
@@ -131,7 +138,7 @@ async def get_sandbox(
 def _exec_request(c: AppContext, body: SandboxRun) -> ExecRequest:
     if not body.code:
         raise BadRequest(
-            "code is empty; send the program to run in \"code\"", details={"field": "code"}
+            'code is empty; send the program to run in "code"', details={"field": "code"}
         )
     timeout = body.timeout if body.timeout is not None else c.settings.run_timeout_s
     if timeout > c.settings.max_run_timeout_s:
