@@ -23,6 +23,6 @@ async def index(request: Request) -> dict[str, Any]:
         and route.include_in_schema
         and route.path != "/"
         and not route.path.startswith("/dashboard")
-        for method in sorted(route.methods)
+        for method in sorted(route.methods or ())
     ]
     return {"name": "Cerver API", "version": __version__, "docs": "/docs", "endpoints": endpoints}
