@@ -22,7 +22,7 @@ Scope = dict[str, Any]
 
 ALLOW_METHODS = b"GET, POST, PUT, PATCH, DELETE, OPTIONS"
 ALLOW_HEADERS = b"Authorization, Content-Type, Accept, Last-Event-ID"
-EXPOSE_HEADERS = b"Retry-After, X-Cerver-Provider"
+EXPOSE_HEADERS = b"Retry-After, X-Cerver-Provider, X-Cerver-Replica"
 PREFLIGHT_MAX_AGE = b"600"
 
 
