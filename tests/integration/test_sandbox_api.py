@@ -113,7 +113,7 @@ def test_session_adopts_a_sandbox(api: httpx.Client) -> None:
     sid = api.post("/sandbox").json()["sandbox_id"]
     api.put(f"/sandbox/{sid}/files", params={"path": "hello.txt"}, content=b"from sandbox")
     r = api.post("/v2/sessions", json={"compute": {"compute_id": sid}})
-    assert r.status_code == 200, r.text
+    assert r.status_code == 201, r.text
     session = r.json()
     assert session["compute_id"] == sid
     out = api.post(
