@@ -12,6 +12,7 @@ from cerver.actors.router import SessionRouter
 from cerver.actors.sandbox_directory import SandboxDirectory
 from cerver.config import Settings
 from cerver.serve_app import errors
+from cerver.serve_app.cors import OpenCors
 from cerver.serve_app.deps import AppContext
 from cerver.serve_app.limits import BodyLimit
 from cerver.store import Store
@@ -22,6 +23,7 @@ def build_app(settings: Settings) -> FastAPI:
     from cerver.serve_app import (
         routes_computes,
         routes_gateway,
+        routes_index,
         routes_llm,
         routes_providers,  # issue 11 (cloud)
         routes_sandbox,
@@ -59,6 +61,9 @@ def build_app(settings: Settings) -> FastAPI:
 
     routes_relay.install(app)
     app.include_router(routes_providers.router)  # issue 11 (cloud)
+    # The original Cerver API's index and CORS (issue 17); /dashboard stays closed to CORS.
+    app.include_router(routes_index.router)
+    app.add_middleware(OpenCors, closed_prefixes=("/dashboard",))
 
     @app.on_event("startup")
     async def warm_pool() -> None:

@@ -1,15 +1,18 @@
 """The lower-level compute API, `/sandbox`: one endpoint per contract operation.
 
-Shapes the published `cerver` SDK 0.1.0 reads are fixed: `POST /sandbox` -> `sandbox_id`;
-`POST /sandbox/{id}/run` {code, timeout} -> output, error (a string, never null), exit_code,
-duration (ms); `POST /sandbox/{id}/install` {package} -> success. A sandbox is a compute like
-any other: it shows in GET /v2/computes and a session can adopt it with {"compute_id"}.
+These routes answer as the original Cerver API did (docs/sandbox-api.md, "Compatibility with
+the original API"): `POST /sandbox` -> 200 with `sandbox_id` and `"status": "ready"`;
+`POST /sandbox/{id}/run` {code, timeout} -> output (without trailing newlines), error (a
+string, never null), exit_code, duration (integer ms); empty `code` is a 400;
+`POST /sandbox/{id}/install` {package} -> success. A sandbox is a compute like any other: it
+shows in GET /v2/computes and a session can adopt it with {"compute_id"}.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
@@ -19,7 +22,14 @@ from pydantic import Field, field_validator
 
 from cerver.actors.account_limits import Admission
 from cerver.adapters.base import ExecRequest, InstallRequest, Language, check_env
-from cerver.errors import CerverError, Conflict, NotFound, PayloadTooLarge, Unprocessable
+from cerver.errors import (
+    BadRequest,
+    CerverError,
+    Conflict,
+    NotFound,
+    PayloadTooLarge,
+    Unprocessable,
+)
 from cerver.models import ComputeChoice, Strict
 from cerver.serve_app.compute_choice import check_choice
 from cerver.serve_app.deps import AppContext, account, ctx, wants_stream
@@ -40,7 +50,7 @@ class CreateSandbox(Strict):
 
 
 class SandboxRun(Strict):
-    code: str = Field(min_length=1)
+    code: str  # empty is refused in the route with a 400, as the original API did
     timeout: float | None = Field(default=None, gt=0)
     language: Language = "python"
     env: dict[str, str] = Field(default_factory=dict)
@@ -89,7 +99,7 @@ def _describe(row: ComputeRow) -> dict[str, Any]:
         "sandbox_id": row.id,
         "compute_id": row.id,
         "provider": row.provider,
-        "status": row.status,
+        "status": row.status,  # "ready" once created, as the original API answered
         "runtime": record.get("runtime"),
         "isolation": record.get("isolation"),
         "session_id": row.session_id,
@@ -98,7 +108,7 @@ def _describe(row: ComputeRow) -> dict[str, Any]:
     }
 
 
-@router.post("/sandbox", status_code=201)
+@router.post("/sandbox")  # 200, not 201: the original API's status
 async def create_sandbox(
     body: CreateSandbox | None = None,
     who: Account = Depends(account),
@@ -126,6 +136,10 @@ async def get_sandbox(
 
 
 def _exec_request(c: AppContext, body: SandboxRun) -> ExecRequest:
+    if not body.code:
+        raise BadRequest(
+            'code is empty; send the program to run in "code"', details={"field": "code"}
+        )
     timeout = body.timeout if body.timeout is not None else c.settings.run_timeout_s
     if timeout > c.settings.max_run_timeout_s:
         raise Unprocessable(
@@ -154,8 +168,8 @@ async def run(
     who: Account = Depends(account),
     c: AppContext = Depends(ctx),
 ) -> Any:
-    row = await unattached_compute(c, who, sandbox_id)
     request = _exec_request(c, body)
+    row = await unattached_compute(c, who, sandbox_id)
     if wants_stream(body.stream, http):
         return await _stream(c, row, request)
     async with run_slot(c, who.id, request.timeout_s):
@@ -167,10 +181,11 @@ async def run(
         # The contract's fields...
         **result.model_dump(),
         "traceback": result.error,
-        # ...and the published SDK's (`error` is a string, never null).
-        "output": result.stdout,
+        # ...and the original API's: `error` is a string, never null; `output` has its
+        # trailing newlines stripped; `duration` is whole milliseconds, rounded up.
+        "output": result.stdout.rstrip("\n"),
         "error": error,
-        "duration": result.duration_ms,
+        "duration": math.ceil(result.duration_ms),
         "sandbox_id": sandbox_id,
         "provider": row.provider,
     }

@@ -81,7 +81,7 @@ def test_a_sandbox_answers_to_its_provider_sandbox_id_too(api: httpx.Client) -> 
         assert sbx.startswith("sbx_")
         api.post(f"/sandbox/{cmp}/run", json={"code": "x = 41"})
         out = api.post(f"/sandbox/{sbx}/run", json={"code": "print(x + 1)"}).json()
-        assert out["output"] == "42\n"  # the same sandbox, the same interpreter
+        assert out["output"] == "42"  # the same sandbox, the same interpreter
         assert api.get(f"/sandbox/{sbx}").json()["compute_id"] == cmp
     finally:
         assert api.delete(f"/sandbox/{cmp}").status_code == 200
@@ -112,7 +112,7 @@ def test_accept_event_stream_chooses_streaming_on_both_run_routes(api: httpx.Cli
         assert r.headers["content-type"].startswith("application/json")
         assert r.json()["stdout"] == "streamed\n"
         r = api.post(f"/sandbox/{cmp}/run", json={"code": "print(8)"})
-        assert r.json()["output"] == "8\n"
+        assert r.json()["output"] == "8"
     finally:
         api.delete(f"/v2/sessions/{sid}")
         api.delete(f"/sandbox/{cmp}")
