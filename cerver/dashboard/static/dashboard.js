@@ -5,12 +5,19 @@
 
   function width(el) { return Math.max(280, el.clientWidth || 600); }
 
+  // Axis labels that fit: 12,345 for big values, 0.000123 for tiny ones (USD per session).
+  function short(v) {
+    if (v === 0) { return "0"; }
+    return Math.abs(v) >= 1 ? v.toLocaleString("en-US", { maximumFractionDigits: 1 })
+                            : v.toPrecision(2);
+  }
+
   function latency(el, s) {
     if (!s.x.length) { el.textContent = "No runs yet."; return; }
     new uPlot({
       width: width(el), height: 200,
       series: [{}, { label: "exec latency (ms)", stroke: "#1565c0", width: 2, points: { show: true } }],
-      axes: [{}, { label: "ms" }],
+      axes: [{}, { label: "ms", size: 60 }],
     }, [s.x, s.y], el);
   }
 
@@ -21,7 +28,8 @@
       width: width(el), height: 220,
       scales: { x: { time: false, range: [-0.5, labels.length - 0.5] } },
       axes: [{ values: function (_u, ticks) { return ticks.map(function (t) { return labels[t] || ""; }); },
-               splits: function () { return xs; } }, {}],
+               splits: function () { return xs; } },
+             { size: 80, values: function (_u, ticks) { return ticks.map(short); } }],
       series: [{}].concat(series.map(function (s, i) {
         return { label: s.label, stroke: colors[i], fill: colors[i] + "55",
                  paths: uPlot.paths.bars({ size: [0.6 / series.length, 60], align: 0 }) };
