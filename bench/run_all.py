@@ -14,6 +14,10 @@ SCRIPTS = [
     "bench_gateway.py",
     "bench_sessions.py",
     "bench_e2b.py",
+    "bench_vercel.py",
+    "bench_llm.py",
+    "bench_relay.py",
+    "bench_dashboard.py",
 ]
 
 
