@@ -19,7 +19,7 @@ from cerver import secrets
 from cerver.adapters import registry
 from cerver.config import Settings
 from cerver.credential_schemas import SCHEMAS, CredentialSchema
-from cerver.errors import BadRequest, ProviderAuthFailed, Unprocessable
+from cerver.errors import BadRequest, Conflict, NotFound, ProviderAuthFailed, Unprocessable
 from cerver.secretbox import SecretBox
 from cerver.secrets import ResolvedCredentials
 from cerver.store import Store
@@ -164,9 +164,30 @@ def describe(store: Store, account_id: str) -> list[dict[str, Any]]:
     ]
 
 
+async def remove(store: Store, account_id: str, provider: str, *, force: bool) -> list[str]:
+    """Delete the account's credentials for ``provider``; the live sessions that ran on it.
+    Refuses (409 listing them) while sessions run on it, unless ``force``."""
+    schema_for(provider)  # unknown: 400 listing the valid ones
+    if await asyncio.to_thread(store.credentials.get, account_id, provider) is None:
+        raise NotFound(
+            f"no {provider} credentials registered; list them with GET /v2/account/providers"
+        )
+    computes = await asyncio.to_thread(store.computes.for_account, account_id)
+    live = sorted({r.session_id for r in computes if r.provider == provider and r.session_id})
+    if live and not force:
+        raise Conflict(
+            f"{len(live)} live session(s) run on {provider}: {', '.join(live)}; close or "
+            f"swap them first, or delete with ?force=1 (their next call will fail)",
+            details={"provider": provider, "sessions": live},
+        )
+    await asyncio.to_thread(store.credentials.delete, account_id, provider)
+    return live
+
+
 __all__ = [
     "describe",
     "register",
+    "remove",
     "resolve_credentials",
     "schema_for",
     "split_fields",

@@ -10,7 +10,9 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
+from cerver import provider_credentials
 from cerver.adapters.catalog import all_profiles, effective_profiles
+from cerver.credential_schemas import SCHEMAS
 from cerver.dashboard.pages import changing, page, signed_in
 from cerver.errors import CerverError
 from cerver.gateway.models import RecommendRequest
@@ -118,12 +120,62 @@ async def revoke(
 
 
 # --- providers --------------------------------------------------------------------------
+async def _providers_page(
+    request: Request, c: AppContext, who: BrowserSession, code: int = 200, **extra: Any
+) -> HTMLResponse:
+    registered = await asyncio.to_thread(provider_credentials.describe, c.store, who.account.id)
+    return page(
+        request, "providers.html", who, code, registered=registered, schemas=SCHEMAS, **extra
+    )
+
+
 @router.get("/providers")
 async def providers(
     request: Request, who: BrowserSession = Depends(signed_in), c: AppContext = Depends(ctx)
 ) -> HTMLResponse:
-    registered = await asyncio.to_thread(c.store.credentials.providers, who.account.id)
-    return page(request, "providers.html", who, registered=registered)
+    return await _providers_page(request, c, who)
+
+
+@router.post("/providers")
+async def register_provider(
+    request: Request, who: BrowserSession = Depends(changing), c: AppContext = Depends(ctx)
+) -> HTMLResponse:
+    """Register or rotate, as POST /v2/account/providers does: each field is a value (sealed
+    at rest) or, when its box is ticked, the name of a secret in the secrets backend."""
+    form = await request.form()
+    provider = str(form.get("provider") or "")
+    schema = SCHEMAS.get(provider)
+    credentials: dict[str, Any] = {}
+    for field in schema.fields if schema else ():
+        value = str(form.get(f"f_{field}") or "").strip()
+        if value:
+            credentials[field] = {"secret": value} if form.get(f"ref_{field}") else value
+    try:
+        await provider_credentials.register(
+            c.settings, c.store, who.account.id, provider, credentials
+        )
+    except CerverError as exc:
+        message = exc.to_body()["error"]["message"]
+        return await _providers_page(request, c, who, exc.status, error=message)
+    return await _providers_page(request, c, who, saved=provider)
+
+
+@router.post("/providers/{provider}/delete")
+async def delete_provider(
+    request: Request,
+    provider: str,
+    who: BrowserSession = Depends(changing),
+    c: AppContext = Depends(ctx),
+) -> HTMLResponse:
+    form = await request.form()
+    try:
+        await provider_credentials.remove(
+            c.store, who.account.id, provider, force=bool(form.get("force"))
+        )
+    except CerverError as exc:
+        message = exc.to_body()["error"]["message"]
+        return await _providers_page(request, c, who, exc.status, error=message)
+    return await _providers_page(request, c, who, deleted=provider)
 
 
 # --- compare: stress tests and a recommendation ------------------------------------------

@@ -15,11 +15,11 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict
 
 from cerver import provider_credentials
-from cerver.errors import Conflict, NotFound
 from cerver.serve_app.deps import AppContext, account, ctx
+from cerver.serve_app.errors import ERROR_RESPONSES
 from cerver.store import Account
 
-router = APIRouter(prefix="/v2/account/providers", tags=["providers"])
+router = APIRouter(prefix="/v2/account/providers", tags=["providers"], responses=ERROR_RESPONSES)
 log = logging.getLogger("cerver.providers")
 
 
@@ -63,16 +63,5 @@ async def delete_provider(
     who: Account = Depends(account),
     c: AppContext = Depends(ctx),
 ) -> dict[str, Any]:
-    provider_credentials.schema_for(provider)  # unknown: 400 listing the valid ones
-    if await asyncio.to_thread(c.store.credentials.get, who.id, provider) is None:
-        raise NotFound(f"no {provider} credentials registered; list them with GET {router.prefix}")
-    computes = await asyncio.to_thread(c.store.computes.for_account, who.id)
-    live = sorted({r.session_id for r in computes if r.provider == provider and r.session_id})
-    if live and not force:
-        raise Conflict(
-            f"{len(live)} live session(s) run on {provider}: {', '.join(live)}; close or "
-            f"swap them first, or delete with ?force=1 (their next call will fail)",
-            details={"provider": provider, "sessions": live},
-        )
-    await asyncio.to_thread(c.store.credentials.delete, who.id, provider)
+    live = await provider_credentials.remove(c.store, who.id, provider, force=force)
     return {"provider": provider, "deleted": True, "live_sessions": live}

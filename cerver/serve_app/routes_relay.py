@@ -19,11 +19,12 @@ from cerver.models import Strict
 from cerver.relay import protocol
 from cerver.relay.protocol import HostInfo
 from cerver.serve_app.deps import AppContext, account, ctx
+from cerver.serve_app.errors import ERROR_RESPONSES
 from cerver.store import Account
 from cerver.store.relay import RelayIdentity
 
 log = logging.getLogger("cerver.relay")
-router = APIRouter(tags=["relay"])
+router = APIRouter(tags=["relay"], responses=ERROR_RESPONSES)
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 HELLO_WAIT_S = 10.0

@@ -216,3 +216,41 @@ def test_a_relay_login_is_approved_on_the_computes_page(
         "/dashboard/computes/approve", data={"csrf_token": csrf, "user_code": grant["user_code"]}
     )
     assert again.status_code == 400  # a used code cannot be approved twice
+
+
+def test_providers_are_registered_rotated_and_deleted_on_the_dashboard(
+    browser_client: httpx.Client, dash_api: httpx.Client
+) -> None:
+    from tests.conftest import E2B_REVOKED_KEY_REF, E2B_TEST_KEY_REF
+
+    page = browser_client.get("/dashboard/providers")
+    csrf = csrf_of(page.text)
+    assert "e2b_api_key (required)" in page.text
+
+    def save(ref: str) -> httpx.Response:
+        return browser_client.post(
+            "/dashboard/providers",
+            data={
+                "csrf_token": csrf,
+                "provider": "e2b",
+                "f_e2b_api_key": ref,
+                "ref_e2b_api_key": "1",
+            },
+        )
+
+    refused = save(E2B_REVOKED_KEY_REF)  # E2B (the fake) refuses this key: nothing stored
+    assert refused.status_code == 422 and 'role="alert"' in refused.text
+    assert dash_api.get("/v2/account/providers").json()["providers"] == []
+    saved = save(E2B_TEST_KEY_REF)
+    assert saved.status_code == 200 and "Saved e2b" in saved.text
+    assert "e2b_api_key" in saved.text  # field names are shown, never a value
+    import os
+
+    assert os.environ[E2B_TEST_KEY_REF] not in saved.text
+    listed = dash_api.get("/v2/account/providers").json()["providers"]
+    assert [p["provider"] for p in listed] == ["e2b"]
+    rotated = save(E2B_TEST_KEY_REF)  # posting again rotates
+    assert rotated.status_code == 200
+    gone = browser_client.post("/dashboard/providers/e2b/delete", data={"csrf_token": csrf})
+    assert gone.status_code == 200 and "Deleted e2b" in gone.text
+    assert dash_api.get("/v2/account/providers").json()["providers"] == []
