@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 import ray
@@ -102,6 +103,7 @@ async def test_canary_refuses_providers_the_account_cannot_execute(
 async def test_canary_on_local_measures_records_and_cleans_up(server_settings: Settings) -> None:
     sandboxes = server_settings.sandboxes_dir
     before = set(sandboxes.iterdir()) if sandboxes.exists() else set()
+    started = time.time()
     request = StressRequest.model_validate(
         {
             "mode": "canary",
@@ -123,8 +125,11 @@ async def test_canary_on_local_measures_records_and_cleans_up(server_settings: S
     assert local.samples == 3
     assert local.successes == 3, local.errors
     assert local.p50_ms is not None and local.p50_ms > 0
-    recorded = Observations(engine_for(server_settings.database_url)).recent("local")
-    assert {o.metric for o in recorded} >= {"startup_ms", "exec_ms"}
-    assert all(o.source == "canary" for o in recorded)
+    # Sessions of other tests on the shared server record "session" observations of local
+    # too: look at what this canary recorded since it started.
+    recorded = Observations(engine_for(server_settings.database_url)).recent("local", since=started)
+    canary = [o for o in recorded if o.source == "canary"]
+    assert {o.metric for o in canary} >= {"startup_ms", "exec_ms"}
+    assert sum(o.metric == "exec_ms" for o in canary) >= 3
     after = set(sandboxes.iterdir()) if sandboxes.exists() else set()
     assert after <= before, f"canary left sandboxes behind: {after - before}"
