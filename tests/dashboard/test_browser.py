@@ -20,22 +20,35 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
+@pytest.fixture
+def page() -> Iterator[Any]:
+    """A fresh Chromium page, and Playwright stopped again when the test ends.
+
+    Not pytest-playwright's fixtures: its session-scoped Playwright keeps an event loop
+    running in the main thread until the whole session ends, which breaks every asyncio test
+    that runs after it on the shared server."""
+    from playwright.sync_api import sync_playwright
+
     if not Path(CHROMIUM).exists():
         pytest.fail("Debian's chromium is required for the dashboard tests (apt install chromium)")
-    return {
-        **browser_type_launch_args,
-        "executable_path": CHROMIUM,
-        "args": [
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ],
-    }
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        try:
+            context = browser.new_context(viewport={"width": 1280, "height": 800})
+            yield context.new_page()
+            context.close()
+        finally:
+            browser.close()
 
 
 @pytest.fixture
