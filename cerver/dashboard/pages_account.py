@@ -48,14 +48,18 @@ async def computes(
 async def approve_relay(
     request: Request,
     user_code: str = Form("", max_length=20),
+    decision: str = Form("approve"),
     who: BrowserSession = Depends(changing),
     c: AppContext = Depends(ctx),
 ) -> HTMLResponse:
-    """Approve a relay's device login, exactly as POST /v2/relay/approve does."""
+    """Approve a relay's device login, exactly as POST /v2/relay/approve does, or deny it
+    (the relay's next poll answers ``access_denied``)."""
+    relays = c.store.relays
     try:
-        compute_id = await asyncio.to_thread(
-            c.store.relays.approve, user_code.strip(), who.account.id
-        )
+        if decision == "deny":
+            await asyncio.to_thread(relays.deny, user_code.strip())
+            return await _computes_page(request, c, who, denied=user_code.strip())
+        compute_id = await asyncio.to_thread(relays.approve, user_code.strip(), who.account.id)
     except CerverError as exc:
         message = exc.to_body()["error"]["message"]
         return await _computes_page(request, c, who, exc.status, error=message)

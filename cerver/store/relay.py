@@ -103,28 +103,46 @@ class Relays:
             return Login(device_code, user_code, ttl_s, interval_s)
         raise RuntimeError("could not allocate a unique user code")
 
+    @staticmethod
+    def _pending(conn: Any, user_code: str) -> Any:
+        """The pending login with this user code. Wrong, expired or already used codes are
+        a 400 that says what to do."""
+        code = normalize_user_code(user_code)
+        row = conn.execute(select(L).where(L.c.user_code == code)).mappings().first()
+        if row is None:
+            raise BadRequest(
+                f"no pending relay login has the code {user_code!r}; check the code the "
+                "relay printed ('User code: XXXX-XXXX')",
+                details={"field": "code"},
+            )
+        if row["status"] != "pending":
+            raise BadRequest(
+                f"the code {code} was already used; start 'cerver relay' again for a new one",
+                details={"field": "code"},
+            )
+        if row["expires_at"] <= now():
+            raise BadRequest(
+                f"the code {code} expired; restart 'cerver relay' for a new code",
+                details={"field": "code"},
+            )
+        return row
+
+    def deny(self, user_code: str) -> None:
+        """Refuse a pending login: the relay's next poll answers ``access_denied``."""
+        with self.engine.begin() as conn:
+            row = self._pending(conn, user_code)
+            conn.execute(
+                update(L)
+                .where(L.c.device_hash == row["device_hash"], L.c.status == "pending")
+                .values(status="denied")
+            )
+
     def approve(self, user_code: str, account_id: str) -> str:
         """Approve a pending login for ``account_id``; makes the host's compute row and
         answers its id. Wrong, expired or already used codes are a 400 that says what to do."""
         code = normalize_user_code(user_code)
         with self.engine.begin() as conn:
-            row = conn.execute(select(L).where(L.c.user_code == code)).mappings().first()
-            if row is None:
-                raise BadRequest(
-                    f"no pending relay login has the code {user_code!r}; check the code the "
-                    "relay printed ('User code: XXXX-XXXX')",
-                    details={"field": "code"},
-                )
-            if row["status"] != "pending":
-                raise BadRequest(
-                    f"the code {code} was already used; start 'cerver relay' again for a new one",
-                    details={"field": "code"},
-                )
-            if row["expires_at"] <= now():
-                raise BadRequest(
-                    f"the code {code} expired; restart 'cerver relay' for a new code",
-                    details={"field": "code"},
-                )
+            row = self._pending(conn, user_code)
             compute_id = new_id("cmp")
             done = conn.execute(
                 update(L)

@@ -218,6 +218,31 @@ def test_a_relay_login_is_approved_on_the_computes_page(
     assert again.status_code == 400  # a used code cannot be approved twice
 
 
+def test_a_relay_login_is_denied_on_the_computes_page(
+    anon: httpx.Client, browser_client: httpx.Client
+) -> None:
+    host = {
+        "hostname": "unknown-box",
+        "os": "linux",
+        "cpu_count": 1,
+        "memory_mb": 512,
+        "max_concurrent_runs": 1,
+        "network_allowed": False,
+        "isolation": "bwrap",
+        "version": "test",
+    }
+    grant = anon.post("/v2/relay/device", json={"host": host}).json()
+    csrf = csrf_of(browser_client.get("/dashboard/computes").text)
+    denied = browser_client.post(
+        "/dashboard/computes/approve",
+        data={"csrf_token": csrf, "user_code": grant["user_code"], "decision": "deny"},
+    )
+    assert denied.status_code == 200 and "Denied" in denied.text
+    polled = anon.post("/v2/relay/token", json={"device_code": grant["device_code"]})
+    assert polled.status_code == 400 and polled.json()["error"]["code"] == "access_denied"
+    assert "unknown-box" not in browser_client.get("/dashboard/computes").text
+
+
 def test_providers_are_registered_rotated_and_deleted_on_the_dashboard(
     browser_client: httpx.Client, dash_api: httpx.Client
 ) -> None:
