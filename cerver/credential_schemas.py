@@ -29,4 +29,9 @@ SCHEMAS: dict[str, CredentialSchema] = {
     ),
     "e2b": CredentialSchema(required=("e2b_api_key",)),
     "daytona": CredentialSchema(required=("daytona_api_key",), optional=("daytona_target",)),
+    # Model APIs (run-llm, cerver/llm/keys.py): the account's own key overrides the
+    # deployment's. No check call at registration: a refused key answers 502 on the turn.
+    "openai": CredentialSchema(required=("api_key",), optional=("base_url",)),
+    "anthropic": CredentialSchema(required=("api_key",), optional=("base_url",)),
+    "openai-compatible": CredentialSchema(required=("base_url",), optional=("api_key",)),
 }

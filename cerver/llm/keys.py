@@ -1,13 +1,18 @@
 """Model keys and endpoints. Keys are resolved *by name* through the secrets backend
 (cerver/secrets.py: ``env`` by default), deployment-wide: ``OPENAI_API_KEY`` for the
 `openai` harness, ``ANTHROPIC_API_KEY`` for `anthropic`, ``OPENAI_COMPATIBLE_API_KEY``
-(optional: vLLM and Ollama take any key) for `openai-compatible`. Base URLs come from the
-settings (``OPENAI_BASE_URL``, ``ANTHROPIC_BASE_URL``, ``CERVER_OPENAI_COMPATIBLE_BASE_URL``)
-or, when unset there, from the SDK's own reading of its standard variable.
+(optional: vLLM and Ollama take any key) for `openai-compatible`. An account overrides them
+with its own (``POST /v2/account/providers``, provider ``openai``, ``anthropic`` or
+``openai-compatible``: ``api_key``, optional ``base_url``), resolved at every turn. Base
+URLs come from the settings (``OPENAI_BASE_URL``, ``ANTHROPIC_BASE_URL``,
+``CERVER_OPENAI_COMPATIBLE_BASE_URL``) or, when unset there, from the SDK's own reading of
+its standard variable.
 
 Values are handed to the harness and nowhere else: not logged, stored, or returned."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from cerver import secrets
 from cerver.config import Settings
@@ -41,6 +46,23 @@ def endpoint_for(harness: str, settings: Settings) -> Endpoint:
     else:
         key = _resolve(harness, name, required=True) or ""
     return Endpoint(api_key=key, base_url=base_url or None, timeout_s=settings.llm_timeout_s)
+
+
+def account_endpoint(harness: str, credentials: Mapping[str, str], settings: Settings) -> Endpoint:
+    """An account's own endpoint for a harness, from what it registered (``api_key``, and
+    ``base_url`` where given; else the deployment's base URL)."""
+    base_url = credentials.get("base_url") or settings.llm_base_urls.get(harness)
+    if harness == "openai-compatible" and not base_url:
+        raise ModelUnavailable(
+            "the account's openai-compatible credentials name no base_url, and this server "
+            "has none (CERVER_OPENAI_COMPATIBLE_BASE_URL)",
+            details={"harness": harness},
+        )
+    return Endpoint(
+        api_key=credentials.get("api_key") or NO_KEY,
+        base_url=base_url or None,
+        timeout_s=settings.llm_timeout_s,
+    )
 
 
 def available(harness: str, settings: Settings) -> bool:

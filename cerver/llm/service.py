@@ -4,12 +4,16 @@ anything is written so bad input leaves no trace."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from cerver.adapters.credentials import credentials_for
 from cerver.config import Settings
 from cerver.errors import BadRequest
 from cerver.llm import keys, routing
 from cerver.llm.budget import Budget
 from cerver.llm.catalog import Catalog, ModelEntry
 from cerver.llm.harnesses import Harness
+from cerver.llm.harnesses.base import Endpoint
 from cerver.llm.pool import HarnessPool
 from cerver.llm.prices import PriceTable
 from cerver.llm.wire import LlmPolicy, RunLlmRequest
@@ -25,12 +29,25 @@ class LlmService:
         self.budget = Budget(settings, store, self.prices)
         self.pool = HarnessPool()
 
-    def harness_for(self, entry: ModelEntry) -> Harness:
-        return self.pool.get(entry.harness, keys.endpoint_for(entry.harness, self.settings))
+    async def endpoints_of(self, account_id: str) -> dict[str, Endpoint]:
+        """The account's own model endpoints, by harness: keys (and base URLs) it registered
+        with ``POST /v2/account/providers``, which override the deployment's. Resolved at
+        every turn, so a rotated key takes effect on the next one."""
+        own: dict[str, Endpoint] = {}
+        for harness in keys.KEY_NAMES:
+            found = await credentials_for(self.settings, self.store, account_id, harness)
+            if found:
+                own[harness] = keys.account_endpoint(harness, found, self.settings)
+        return own
 
-    def callable_models(self) -> list[ModelEntry]:
-        """Catalog models whose harness this deployment can call (a key is there)."""
-        ready = {h: keys.available(h, self.settings) for h in keys.KEY_NAMES}
+    def harness_for(self, entry: ModelEntry, own: Mapping[str, Endpoint] | None = None) -> Harness:
+        endpoint = (own or {}).get(entry.harness) or keys.endpoint_for(entry.harness, self.settings)
+        return self.pool.get(entry.harness, endpoint)
+
+    def callable_models(self, own: Mapping[str, Endpoint] | None = None) -> list[ModelEntry]:
+        """Catalog models whose harness can be called: the account has its own key for it,
+        or this deployment has one."""
+        ready = {h: h in (own or {}) or keys.available(h, self.settings) for h in keys.KEY_NAMES}
         return [e for e in self.catalog.entries.values() if ready.get(e.harness)]
 
     def premium(self) -> ModelEntry | None:
@@ -41,7 +58,13 @@ class LlmService:
         return max(priced, key=self.prices.blended, default=None)
 
     def plan_models(
-        self, row: SessionRow, body: RunLlmRequest, *, depth: int, context_tokens: int
+        self,
+        row: SessionRow,
+        body: RunLlmRequest,
+        *,
+        depth: int,
+        context_tokens: int,
+        own: Mapping[str, Endpoint] | None = None,
     ) -> tuple[list[ModelEntry], list[ModelEntry], routing.Decision | None]:
         """(the model then its fallbacks, the cascade rungs above it, the routing)."""
         fallbacks = [self.catalog.get(name) for name in body.fallbacks]
@@ -58,7 +81,7 @@ class LlmService:
             )
             return [first, *fallbacks], [], None
         policy = body.policy or _DEFAULT_POLICY
-        pool = self.callable_models()
+        pool = self.callable_models(own)
         if policy.allowed_models is not None:
             allowed = {self.catalog.get(name).name for name in policy.allowed_models}
             pool = [e for e in pool if e.name in allowed]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -32,6 +32,7 @@ from cerver.llm.aio import shielded
 from cerver.llm.attempts import Answered, Attempt, InFlight, call_with_fallbacks
 from cerver.llm.catalog import ModelEntry
 from cerver.llm.conversation import estimate_tokens, history
+from cerver.llm.harnesses.base import Endpoint
 from cerver.llm.routing import Decision, escalation_reason
 from cerver.llm.service import LlmService
 from cerver.llm.tools import RUN_TOOL, ToolOutcome
@@ -75,7 +76,9 @@ class Turn:
         plan: Plan,
         run_tool: ToolRunner | None,
         entries: list[TranscriptEntry],
+        own: Mapping[str, Endpoint] | None = None,
     ) -> None:
+        self.own = own  # the account's own model endpoints (keys), by harness
         self.entries = entries
         self.service = service
         self.row = row
@@ -151,7 +154,7 @@ class Turn:
             async for item in call_with_fallbacks(
                 models,
                 lambda entry: self._call(entry, messages),
-                harness_for=self.service.harness_for,
+                harness_for=lambda entry: self.service.harness_for(entry, self.own),
                 reserve=self._reserve,
                 release=self.service.budget.release,
                 stream=stream,

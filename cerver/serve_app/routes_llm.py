@@ -62,13 +62,18 @@ async def run_llm(
             runtime=row.runtime,
         )
     service = llm_of(c)
+    own = await service.endpoints_of(who.id)  # the account's own model keys, if any
     entries = await asyncio.to_thread(c.store.sessions.transcript, row.id, limit=MAX_TRANSCRIPT)
     past = exchanges(entries)
     context = sum(estimate_tokens(e.user) + estimate_tokens(e.assistant) for e in past)
     models, ladder, decision = service.plan_models(
-        row, body, depth=len(past), context_tokens=context + estimate_tokens(body.input)
+        row,
+        body,
+        depth=len(past),
+        context_tokens=context + estimate_tokens(body.input),
+        own=own,
     )
-    service.harness_for(models[0])  # no key for it: 409 now, before anything is written
+    service.harness_for(models[0], own)  # no key for it: 409 now, before anything is written
     plan = Plan(
         models=models,
         ladder=ladder,
@@ -76,7 +81,7 @@ async def run_llm(
         max_output_tokens=service.max_output(body),
     )
     runner = _tool_runner(c, row, who) if body.tools else None
-    turn = Turn(service, row, body, plan, runner, entries)
+    turn = Turn(service, row, body, plan, runner, entries, own=own)
     events = turn.events()
     if body.stream:
         return await _stream(row, turn, events, received)

@@ -4,6 +4,8 @@ HTTP. What the fakes *received* is asserted: the prior turns, the tools, the key
 
 from __future__ import annotations
 
+import uuid
+
 import httpx
 import pytest
 
@@ -162,3 +164,34 @@ def test_bad_requests_leave_nothing_behind(
 
     assert api.get(f"/v2/sessions/{sid}").json()["transcript_length"] == length
     assert fakes["openai"].received() == [] and fakes["anthropic"].received() == []
+
+
+def test_an_accounts_own_key_overrides_the_deployments(
+    api: httpx.Client, fresh_api: httpx.Client, fakes: dict[str, FakeServer]
+) -> None:
+    """POST /v2/account/providers {"provider": "openai", ...}: that account's turns reach the
+    upstream with its key (the fake asserts what it received); other accounts keep the
+    deployment's; the value is never shown back; deleting it restores the deployment's."""
+    own_key = "sk-account-" + uuid.uuid4().hex
+    made = fresh_api.post(
+        "/v2/account/providers",
+        json={"provider": "openai", "credentials": {"api_key": own_key}},
+    )
+    assert made.status_code == 201, made.text
+    assert own_key not in made.text
+    sid = transcript_only(fresh_api)
+    turn = fresh_api.post(f"/v2/sessions/{sid}/run-llm", json={"model": "gpt-5", "input": "hi"})
+    assert turn.status_code == 200, turn.text
+    other = transcript_only(api)
+    assert api.post(
+        f"/v2/sessions/{other}/run-llm", json={"model": "gpt-5", "input": "hi"}
+    ).is_success
+    mine, theirs = fakes["openai"].received()
+    assert mine["authorization"] == f"Bearer {own_key}"
+    assert theirs["authorization"] == f"Bearer {FAKE_LLM_KEYS['OPENAI_API_KEY']}"
+    assert fresh_api.delete("/v2/account/providers/openai").status_code == 200
+    again = fresh_api.post(f"/v2/sessions/{sid}/run-llm", json={"model": "gpt-5", "input": "hi"})
+    assert again.status_code == 200
+    assert fakes["openai"].received()[-1]["authorization"] == (
+        f"Bearer {FAKE_LLM_KEYS['OPENAI_API_KEY']}"
+    )
