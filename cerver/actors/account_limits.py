@@ -169,21 +169,41 @@ def limits_handle(settings: Settings) -> ActorHandle:
     return handle
 
 
+# How long a call waits for the limits actor to come back (it restarts on another node when
+# its node is lost) before answering 503 "retry".
+RESTART_WAIT_S = 30.0
+
+
 async def call_limits(settings: Settings, method: str, *args: Any) -> Any:
-    """Call the limits actor; our own errors come back unwrapped from Ray's."""
-    from ray.exceptions import ActorDiedError, RayTaskError
+    """Call the limits actor; our own errors come back unwrapped from Ray's. While the actor
+    restarts (its node was lost) the call waits for it; a dead one is made afresh once."""
+    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError
 
-    from cerver.actors.calls import unwrap
+    from cerver.actors.calls import ComputeHostRestarted, unwrap
 
-    for _attempt in range(2):
+    deadline = time.monotonic() + RESTART_WAIT_S
+    remade = False
+    while True:
         handle = limits_handle(settings)
         try:
             return await getattr(handle, method).remote(*args)
         except RayTaskError as exc:
             raise unwrap(exc) from None
+        except ActorUnavailableError:
+            pass  # restarting: not delivered, try again
         except ActorDiedError:
             _handles.pop(settings.ray_namespace, None)  # killed: make a fresh one once
-    raise RuntimeError("the account-limits actor is unavailable")
+            if remade:
+                raise ComputeHostRestarted(
+                    "the account-limits actor is gone; retry in a few seconds"
+                ) from None
+            remade = True
+            continue
+        if time.monotonic() > deadline:
+            raise ComputeHostRestarted(
+                "the account-limits actor is restarting; retry in a few seconds"
+            ) from None
+        await asyncio.sleep(0.2)
 
 
 class Admission:
