@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -30,7 +28,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_local_adapter import summary, timed  # bench/ is the script's directory
+from _side_by_side import compare, write_report
+from bench_local_adapter import timed  # bench/ is the script's directory
 
 from cerver.adapters import registry
 from cerver.adapters.base import ExecRequest, SandboxSpec
@@ -114,16 +113,7 @@ async def bench(fake: fake_e2b.FakeProcess, n: int) -> dict[str, dict[str, Any]]
         await adapter.delete_sandbox(record)
         await adapter.close()
 
-    report: dict[str, dict[str, Any]] = {}
-    for op, sides in samples.items():
-        cerver, sdk = summary(sides["cerver"]), summary(sides["sdk"])
-        report[op] = {
-            "cerver": cerver,
-            "sdk": sdk,
-            "overhead_p50_ms": cerver["p50_ms"] - sdk["p50_ms"],
-            "ratio_p50": cerver["p50_ms"] / sdk["p50_ms"],
-        }
-    return report
+    return compare(samples)
 
 
 def main() -> None:
@@ -133,27 +123,12 @@ def main() -> None:
     load_before = os.getloadavg()
     with fake_e2b.running() as fake:
         ops = asyncio.run(bench(fake, args.n))
-    report = {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "load_avg_before": load_before,
-            "load_avg_after": os.getloadavg(),
-        },
-        "how": "e2b adapter vs official SDK, same fake E2B on loopback, interleaved",
-        "operations": ops,
-    }
-    for op, row in ops.items():
-        c, s = row["cerver"], row["sdk"]
-        print(
-            f"{op:12s} cerver p50 {c['p50_ms']:7.2f} p95 {c['p95_ms']:7.2f} | "
-            f"sdk p50 {s['p50_ms']:7.2f} p95 {s['p95_ms']:7.2f} | "
-            f"+{row['overhead_p50_ms']:.2f} ms (x{row['ratio_p50']:.2f}) n={c['n']}"
-        )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2, default=float) + "\n")
-    print(f"wrote {RESULTS}", file=sys.stderr)
+    write_report(
+        RESULTS,
+        "e2b adapter vs official SDK, same fake E2B on loopback, interleaved",
+        ops,
+        load_before,
+    )
 
 
 if __name__ == "__main__":

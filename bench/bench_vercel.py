@@ -20,12 +20,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import platform
 import sys
 import tempfile
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -33,8 +30,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _side_by_side import compare, write_report
 from bench_e2b import first_event_ms  # bench/ is the script's directory
-from bench_local_adapter import summary, timed
+from bench_local_adapter import timed
 
 from cerver.adapters import registry
 from cerver.adapters.base import ExecRequest, SandboxSpec
@@ -120,16 +118,7 @@ async def bench(url: str, n: int) -> dict[str, dict[str, Any]]:
             await adapter.delete_sandbox(record)
             await adapter.close()
 
-    report: dict[str, dict[str, Any]] = {}
-    for op, sides in samples.items():
-        cerver, direct = summary(sides["cerver"]), summary(sides["sdk"])
-        report[op] = {
-            "cerver": cerver,
-            "sdk": direct,
-            "overhead_p50_ms": cerver["p50_ms"] - direct["p50_ms"],
-            "ratio_p50": cerver["p50_ms"] / direct["p50_ms"],
-        }
-    return report
+    return compare(samples)
 
 
 def main() -> None:
@@ -139,28 +128,12 @@ def main() -> None:
     load_before = os.getloadavg()
     with start_fake("vercel") as url:
         ops = asyncio.run(bench(url, args.n))
-    report = {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "load_avg_before": load_before,
-            "load_avg_after": os.getloadavg(),
-        },
-        "how": "vercel adapter vs official vercel-sandbox SDK, same fake Vercel on loopback, "
-        "interleaved",
-        "operations": ops,
-    }
-    for op, row in ops.items():
-        c, s = row["cerver"], row["sdk"]
-        print(
-            f"{op:12s} cerver p50 {c['p50_ms']:7.2f} p95 {c['p95_ms']:7.2f} | "
-            f"sdk p50 {s['p50_ms']:7.2f} p95 {s['p95_ms']:7.2f} | "
-            f"+{row['overhead_p50_ms']:.2f} ms (x{row['ratio_p50']:.2f}) n={c['n']}"
-        )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2, default=float) + "\n")
-    print(f"wrote {RESULTS}", file=sys.stderr)
+    write_report(
+        RESULTS,
+        "vercel adapter vs official vercel-sandbox SDK, same fake Vercel on loopback, interleaved",
+        ops,
+        load_before,
+    )
 
 
 if __name__ == "__main__":
