@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 
 from cerver.dashboard import auth, charts
 from cerver.dashboard.render import HERE, templates
+from cerver.errors import CerverError
 from cerver.metrics import MetricsState
 from cerver.serve_app.deps import AppContext, ctx
 from cerver.serve_app.views import decode_cursor, encode_cursor, metrics_of, session_view
@@ -50,6 +51,12 @@ def page(
         status_code=code,
     )
     return response
+
+
+def failed(exc: CerverError) -> dict[str, Any]:
+    """A page's status and alert for one of our errors: the API's status and the message a
+    client may see (scrubbed, as in the API's error body)."""
+    return {"code": exc.status, "error": exc.to_body()["error"]["message"]}
 
 
 @router.get("")

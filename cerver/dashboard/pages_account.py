@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from cerver import provider_credentials
 from cerver.adapters.catalog import all_profiles, effective_profiles
 from cerver.credential_schemas import SCHEMAS
-from cerver.dashboard.pages import changing, page, signed_in
+from cerver.dashboard.pages import changing, failed, page, signed_in
 from cerver.errors import CerverError
 from cerver.gateway.models import RecommendRequest
 from cerver.gateway.recommend import recommend
@@ -61,8 +61,7 @@ async def approve_relay(
             return await _computes_page(request, c, who, denied=user_code.strip())
         compute_id = await asyncio.to_thread(relays.approve, user_code.strip(), who.account.id)
     except CerverError as exc:
-        message = exc.to_body()["error"]["message"]
-        return await _computes_page(request, c, who, exc.status, error=message)
+        return await _computes_page(request, c, who, **failed(exc))
     return await _computes_page(request, c, who, approved=compute_id)
 
 
@@ -159,8 +158,7 @@ async def register_provider(
             c.settings, c.store, who.account.id, provider, credentials
         )
     except CerverError as exc:
-        message = exc.to_body()["error"]["message"]
-        return await _providers_page(request, c, who, exc.status, error=message)
+        return await _providers_page(request, c, who, **failed(exc))
     return await _providers_page(request, c, who, saved=provider)
 
 
@@ -177,8 +175,7 @@ async def delete_provider(
             c.store, who.account.id, provider, force=bool(form.get("force"))
         )
     except CerverError as exc:
-        message = exc.to_body()["error"]["message"]
-        return await _providers_page(request, c, who, exc.status, error=message)
+        return await _providers_page(request, c, who, **failed(exc))
     return await _providers_page(request, c, who, deleted=provider)
 
 
@@ -232,8 +229,7 @@ async def run_stress(
         )
         return _stress_form(request, who, 422, error=problems, form=body)
     except CerverError as exc:
-        message = exc.to_body()["error"]["message"]
-        return _stress_form(request, who, exc.status, error=message, form=body)
+        return _stress_form(request, who, **failed(exc), form=body)
     series = [
         {"provider": r.provider, "p50": r.p50_ms, "p95": r.p95_ms, "p99": r.p99_ms}
         for r in report.results.values()
