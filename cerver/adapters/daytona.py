@@ -7,8 +7,9 @@ Where each operation goes (the SDK speaks the wire protocol; see tests/fakes/day
     run python    the sandbox's code interpreter (WebSocket, default context): variables,
                   imports and functions persist between runs while the sandbox runs
     run shell/node a session of its own per run: POST .../process/session, exec (async),
-                  its logs over a WebSocket (stdout and stderr apart), the exit code, then
-                  the session is deleted, which also kills a run that is cut short
+                  its logs over a WebSocket (stdout and stderr apart), the exit code; then
+                  the session is deleted (in the background once its command exited;
+                  before returning when the run was cut short: that kills it)
     install       pip / npm as a command; kept on the sandbox's disk
     files         bulk upload / download under /home/daytona (the workspace)
     state         a JSON file in the workspace (``STATE_FILE``)
@@ -113,6 +114,7 @@ class DaytonaAdapter(ComputeAdapter):
         super().__init__(settings, credentials)
         self._client: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._cleanups: set[asyncio.Task[None]] = set()  # sessions being deleted
 
     def __repr__(self) -> str:  # never the key
         return f"DaytonaAdapter(api_url={self.settings.daytona_api_url!r})"
@@ -282,6 +284,9 @@ class DaytonaAdapter(ComputeAdapter):
         return (await self.get_state(record)).status == "running"
 
     async def close(self) -> None:
+        if self._cleanups and self._loop is asyncio.get_running_loop():
+            await asyncio.gather(*self._cleanups, return_exceptions=True)
+        self._cleanups.clear()
         client, self._client = self._client, None
         if client is not None and self._loop is asyncio.get_running_loop():
             with contextlib.suppress(Exception):
@@ -335,13 +340,22 @@ class DaytonaAdapter(ComputeAdapter):
                 async for event in stream:
                     yield event
         finally:
-            if not task.done():
+            finished = task.done()
+            if not finished:
                 task.cancel()
             with contextlib.suppress(BaseException):
                 await task
             for session_id in cleanup:
-                with contextlib.suppress(Exception):
-                    await sandbox.process.delete_session(session_id)
+                ending = self._end_session(sandbox, session_id)
+                if finished:  # its command has exited: the session goes in the background
+                    self._cleanups.add(asyncio.create_task(ending))
+                    self._cleanups = {t for t in self._cleanups if not t.done()}
+                else:  # cut short (timeout, closed early): deleting it kills the run
+                    await ending
+
+    async def _end_session(self, sandbox: Any, session_id: str) -> None:
+        with contextlib.suppress(Exception):
+            await sandbox.process.delete_session(session_id)
 
     async def _command(
         self,

@@ -36,11 +36,14 @@ the sandbox id first in the path, and sends the same bearer key):
                                                       "error" part per path
     GET    /toolbox/{id}/work-dir                     -> {dir}
 
+Events: a Socket.IO gateway at ``/api/socket.io/`` (auth ``{"token": <api key>}``, a
+refused key cannot connect) sends each client ``sandbox.created`` and
+``sandbox.state.updated`` ``{sandbox, oldState, newState}`` for the sandboxes its key
+made, which is how the SDK waits for a state without polling.
+
 Where the fake is simpler than Daytona: a session runs each command in a fresh shell
 (Daytona keeps one shell per session, so ``cd`` would persist); there is one interpreter
-context per sandbox (the default one); state changes are immediate, and the SDK's
-Socket.IO event stream (``/api/socket.io``) is not served, so the SDK falls back to
-polling, as it does by design when it cannot connect.
+context per sandbox (the default one); state changes are immediate.
 
 Test controls (not Daytona's API) live under ``/_fake``: ``GET /_fake/requests`` (method,
 path, query, key, JSON body of every request received), ``POST /_fake/faults`` (answer
@@ -62,6 +65,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import socketio
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import UploadFile
@@ -134,6 +138,7 @@ class Sandbox:
     network_block_all: bool
     auto_stop_interval: int
     target: str
+    owner: str  # the key that made it: its events go to that key's clients
     state: str = "started"
     created_at: str = field(default_factory=_now)
     sessions: dict[str, dict[str, Command]] = field(default_factory=dict)
@@ -181,8 +186,22 @@ class FakeDaytona:
         self.sandboxes: dict[str, Sandbox] = {}
         self.requests: list[dict[str, Any]] = []
         self.faults: list[Fault] = []
+        self.events = socketio.AsyncServer(async_mode="asgi", cors_allowed_origins=[])
+        self.events.on("connect", self._connect)
 
     # ------------------------------------------------------------------ helpers
+
+    async def _connect(self, sid: str, _environ: dict[str, Any], auth: Any) -> None:
+        key = str((auth or {}).get("token") or "") if isinstance(auth, dict) else ""
+        self._record("SIO", "/api/socket.io/", {}, key, None)
+        if not key or key in self.reject_keys:
+            raise socketio.exceptions.ConnectionRefusedError("Unauthorized")
+        await self.events.enter_room(sid, key)
+
+    async def _moved(self, sandbox: Sandbox, state: str, toolbox_url: str) -> None:
+        old, sandbox.state = sandbox.state, state
+        body = {"sandbox": sandbox.payload(toolbox_url), "oldState": old, "newState": state}
+        await self.events.emit("sandbox.state.updated", body, room=sandbox.owner)
 
     def _find(self, id_or_name: str) -> Sandbox | None:
         found = self.sandboxes.get(id_or_name)
@@ -209,7 +228,7 @@ class FakeDaytona:
                 return _error(fault.status, "Injected", text, path, **headers)
         return None
 
-    async def _create(self, body: dict[str, Any]) -> Sandbox:
+    async def _create(self, body: dict[str, Any], owner: str) -> Sandbox:
         block = bool(body.get("networkBlockAll"))
         env = {str(k): str(v) for k, v in (body.get("env") or {}).items()}
         local_id = await self.backend.create(env=env, network=not block)
@@ -223,6 +242,7 @@ class FakeDaytona:
             network_block_all=block,
             auto_stop_interval=int(body.get("autoStopInterval") or 15),
             target=str(body.get("target") or "us"),
+            owner=owner,
         )
         self.sandboxes[sandbox.id] = sandbox
         return sandbox
@@ -303,8 +323,10 @@ class FakeDaytona:
 
         @app.post("/api/sandbox")
         async def create(request: Request) -> Response:
-            sandbox = await self._create(await request.json())
-            return JSONResponse(sandbox.payload(toolbox_url(request)))
+            sandbox = await self._create(await request.json(), _key(request.headers))
+            payload = sandbox.payload(toolbox_url(request))
+            await self.events.emit("sandbox.created", payload, room=sandbox.owner)
+            return JSONResponse(payload)
 
         @app.get("/api/sandbox")
         async def list_sandboxes(request: Request, limit: int = 100) -> Response:
@@ -326,7 +348,7 @@ class FakeDaytona:
             await self._stop_all(sandbox)
             await self.backend.delete(sandbox.local_id)
             del self.sandboxes[sandbox.id]
-            sandbox.state = "destroyed"
+            await self._moved(sandbox, "destroyed", toolbox_url(request))
             return JSONResponse(sandbox.payload(toolbox_url(request)))
 
         @app.post("/api/sandbox/{ref}/stop")
@@ -337,7 +359,7 @@ class FakeDaytona:
             if sandbox.state == "started":
                 await self._stop_all(sandbox)
                 await self.backend.suspend(sandbox.local_id)
-                sandbox.state = "stopped"
+                await self._moved(sandbox, "stopped", toolbox_url(request))
             return JSONResponse(sandbox.payload(toolbox_url(request)))
 
         @app.post("/api/sandbox/{ref}/start")
@@ -345,7 +367,8 @@ class FakeDaytona:
             sandbox = self._find(ref)
             if sandbox is None:
                 return missing(request)
-            sandbox.state = "started"
+            if sandbox.state != "started":
+                await self._moved(sandbox, "started", toolbox_url(request))
             return JSONResponse(sandbox.payload(toolbox_url(request)))
 
         @app.get("/api/sandbox/{ref}/toolbox-proxy-url")
@@ -600,7 +623,8 @@ class FakeDaytona:
 def main() -> None:
     args = fake_arguments("A fake Daytona API that runs commands in local sandboxes.")
     fake = FakeDaytona(tuple(args.reject_key))
-    serve_fake(fake.app(), args.host, args.port, lambda url: f"{ENV_NAME}={url}/api")
+    app = socketio.ASGIApp(fake.events, other_asgi_app=fake.app(), socketio_path="api/socket.io")
+    serve_fake(app, args.host, args.port, lambda url: f"{ENV_NAME}={url}/api")
 
 
 if __name__ == "__main__":

@@ -69,6 +69,7 @@ async def test_what_the_fake_received(
     sub = await adapter.run(sandbox, ExecRequest(code="mkdir -p d && cd d && pwd", cwd="."))
     assert sub.stdout.strip().endswith("/d")
     mine = _received(daytona_url)
+    assert ("SIO", "/api/socket.io/") in [(r["method"], r["path"]) for r in mine]  # events
     create = next(r for r in mine if r["method"] == "POST" and r["path"] == "/api/sandbox")
     body = create["body"]
     assert body["env"] == {"GREETING": "hey"} and body["target"] == "eu"
@@ -77,7 +78,10 @@ async def test_what_the_fake_received(
     run = next(r for r in mine if r["path"].endswith("/exec"))
     assert run["body"]["runAsync"] is True and "X='you'" not in run["body"]["command"]
     assert "X=you bash -c" in run["body"]["command"]
-    # The run's own session was deleted once it finished (nothing left running).
+    # The run's own session was deleted once it finished (in the background; closing
+    # the adapter waits for that), so nothing is left running.
+    await adapter.close()
+    mine = _received(daytona_url)
     sessions = [r for r in mine if r["path"].endswith("/process/session")]
     deleted = [r for r in mine if r["method"] == "DELETE" and "/process/session/" in r["path"]]
     assert len(sessions) == len(deleted) == 2
@@ -91,7 +95,7 @@ async def test_registration_is_checked_with_one_call(settings: Settings, daytona
     assert await pc.register(settings, store, acct, "daytona", {"daytona_api_key": key}) == [
         "daytona_api_key"
     ]
-    seen = _received(daytona_url, key)
+    seen = [r for r in _received(daytona_url, key) if r["method"] != "SIO"]  # events
     assert [(r["method"], r["path"], r["query"]) for r in seen] == [
         ("GET", "/api/sandbox", {"limit": "1"})
     ]
