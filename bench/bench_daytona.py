@@ -22,9 +22,7 @@ machine: compare the columns, not absolute numbers.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -32,14 +30,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _side_by_side import compare, write_report
+from _side_by_side import compare, main_against_fake
 from bench_e2b import first_event_ms  # bench/ is the script's directory
 from bench_local_adapter import timed
 
 from cerver.adapters import registry
 from cerver.adapters.base import ExecRequest, SandboxSpec
 from cerver.config import Settings
-from tests.fakes.process import start_fake
 
 RESULTS = Path(__file__).parent / "results" / "daytona.json"
 KEY = "daytona_bench_key"
@@ -114,17 +111,12 @@ async def bench(url: str, n: int) -> dict[str, dict[str, Any]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=30)
-    args = parser.parse_args()
-    load_before = os.getloadavg()
-    with start_fake("daytona") as url:
-        ops = asyncio.run(bench(url, args.n))
-    write_report(
+    main_against_fake(
+        "daytona",
+        bench,
         RESULTS,
         "daytona adapter vs official daytona SDK, same fake Daytona on loopback, interleaved",
-        ops,
-        load_before,
+        description=__doc__.splitlines()[0],
     )
 
 

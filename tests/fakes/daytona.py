@@ -45,11 +45,9 @@ Where the fake is simpler than Daytona: a session runs each command in a fresh s
 (Daytona keeps one shell per session, so ``cd`` would persist); there is one interpreter
 context per sandbox (the default one); state changes are immediate.
 
-Test controls (not Daytona's API) live under ``/_fake``: ``GET /_fake/requests`` (method,
-path, query, key, JSON body of every request received), ``POST /_fake/faults`` (answer
-the next ``count`` requests whose path contains ``path`` with ``status``, optional
-``retry_after``), ``POST /_fake/vanish/{id}`` (the sandbox disappears, as when deleted in
-the dashboard), ``POST /_fake/reject {key, undo?}`` (revoke a key, or restore it).
+Test controls (not Daytona's API) live under ``/_fake`` (tests/fakes/_controls.py);
+``GET /_fake/requests`` lists method (``WS`` and ``SIO`` for WebSocket and Socket.IO
+connections), path, query, key and JSON body of every request received.
 """
 
 from __future__ import annotations
@@ -70,6 +68,7 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import UploadFile
 
+from tests.fakes._controls import Controls
 from tests.fakes.local_backend import LocalBackend, PathOutside, fake_arguments, serve_fake
 
 ROOT = "/home/daytona"
@@ -171,21 +170,11 @@ class Sandbox:
         }
 
 
-@dataclass
-class Fault:
-    path: str
-    status: int
-    count: int
-    retry_after: int | None = None
-
-
-class FakeDaytona:
+class FakeDaytona(Controls):
     def __init__(self, reject_keys: tuple[str, ...] = ()) -> None:
-        self.reject_keys = set(reject_keys)
+        super().__init__(reject_keys)
         self.backend = LocalBackend(ROOT)
         self.sandboxes: dict[str, Sandbox] = {}
-        self.requests: list[dict[str, Any]] = []
-        self.faults: list[Fault] = []
         self.events = socketio.AsyncServer(async_mode="asgi", cors_allowed_origins=[])
         self.events.on("connect", self._connect)
 
@@ -216,17 +205,20 @@ class FakeDaytona:
         self.requests.append(entry)
 
     def _fault(self, path: str) -> JSONResponse | None:
-        for fault in self.faults:
-            if fault.path in path and fault.count > 0:
-                fault.count -= 1
-                headers = (
-                    {} if fault.retry_after is None else {"Retry-After": str(fault.retry_after)}
-                )
-                text = (
-                    "ThrottlerException: Too Many Requests" if fault.status == 429 else "injected"
-                )
-                return _error(fault.status, "Injected", text, path, **headers)
-        return None
+        fault = self.take_fault(path)
+        if fault is None:
+            return None
+        headers = {} if fault.retry_after is None else {"Retry-After": str(fault.retry_after)}
+        text = "ThrottlerException: Too Many Requests" if fault.status == 429 else "injected"
+        return _error(fault.status, "Injected", text, path, **headers)
+
+    async def _vanish(self, ref: str) -> bool:
+        sandbox = self._find(ref)
+        if sandbox is not None:
+            await self._stop_all(sandbox)
+            await self.backend.delete(sandbox.local_id)
+            del self.sandboxes[sandbox.id]
+        return sandbox is not None
 
     async def _create(self, body: dict[str, Any], owner: str) -> Sandbox:
         block = bool(body.get("networkBlockAll"))
@@ -581,42 +573,7 @@ class FakeDaytona:
             except Exception:  # the client went away: the run was stopped by aclosing
                 return
 
-        # -------------------------------------------------------------- test controls
-
-        @app.get("/_fake/requests")
-        async def received() -> Response:
-            return JSONResponse(self.requests)
-
-        @app.post("/_fake/faults")
-        async def inject(request: Request) -> Response:
-            body = await request.json()
-            fault = Fault(
-                path=str(body.get("path", "")),
-                status=int(body["status"]),
-                count=int(body.get("count", 1)),
-                retry_after=body.get("retry_after"),
-            )
-            self.faults.append(fault)
-            return JSONResponse({"faults": len(self.faults)})
-
-        @app.post("/_fake/reject")
-        async def reject(request: Request) -> Response:
-            body = await request.json()
-            if body.get("undo"):
-                self.reject_keys.discard(body["key"])
-            else:
-                self.reject_keys.add(body["key"])
-            return JSONResponse({"rejected": len(self.reject_keys)})
-
-        @app.post("/_fake/vanish/{ref}")
-        async def vanish(ref: str) -> Response:
-            sandbox = self._find(ref)
-            if sandbox is not None:
-                await self._stop_all(sandbox)
-                await self.backend.delete(sandbox.local_id)
-                del self.sandboxes[sandbox.id]
-            return JSONResponse({"vanished": sandbox is not None})
-
+        self.add_control_routes(app, self._vanish)
         return app
 
 
