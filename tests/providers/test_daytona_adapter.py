@@ -200,3 +200,17 @@ async def test_missing_extra_is_409_naming_it(
     with pytest.raises(ComputeUnavailable) as info:
         await adapter.create_sandbox(SandboxSpec(account_id="acct"))
     assert info.value.status == 409 and "cerver-on-ray[daytona]" in info.value.message
+
+
+async def test_a_python_run_past_its_timeout_says_so(
+    adapter: ComputeAdapter, sandbox: SandboxRecord, daytona_url: str
+) -> None:
+    spin = ExecRequest(code="while True: pass", language="python", timeout_s=1)
+    result = await adapter.run(sandbox, spin)
+    assert result.timed_out and result.exit_code == 124
+    assert "timed out" in result.stderr and "timed out" in (result.error or "")
+    # The interpreter is usable again afterwards.
+    after = await adapter.run(sandbox, ExecRequest(code="print('back')", language="python"))
+    assert after.stdout == "back\n"
+    sent = [r for r in _received(daytona_url) if r["path"].endswith("/interpreter/execute")]
+    assert sent and all(r["method"] == "WS" for r in sent)
