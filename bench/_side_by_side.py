@@ -3,11 +3,14 @@ side on the same fake, summed up per operation and written as one JSON report.""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import json
 import os
 import platform
 import sys
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -53,3 +56,22 @@ def write_report(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2, default=float) + "\n")
     print(f"wrote {path}", file=sys.stderr)
+
+
+def main_against_fake(
+    fake: str,
+    bench: Callable[[str, int], Coroutine[Any, Any, dict[str, dict[str, Any]]]],
+    results: Path,
+    how: str,
+    description: str,
+) -> None:
+    """``--n N``: run ``bench(url, n)`` against ``python -m tests.fakes.<fake>``, report."""
+    from tests.fakes.process import start_fake
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--n", type=int, default=30)
+    args = parser.parse_args()
+    load_before = os.getloadavg()
+    with start_fake(fake) as url:
+        ops = asyncio.run(bench(url, args.n))
+    write_report(results, how, ops, load_before)

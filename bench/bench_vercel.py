@@ -18,9 +18,7 @@ loaded machine: compare the columns, not absolute numbers.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import os
 import sys
 import tempfile
 from collections.abc import AsyncIterator
@@ -30,14 +28,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _side_by_side import compare, write_report
+from _side_by_side import compare, main_against_fake
 from bench_e2b import first_event_ms  # bench/ is the script's directory
 from bench_local_adapter import timed
 
 from cerver.adapters import registry
 from cerver.adapters.base import ExecRequest, SandboxSpec
 from cerver.config import Settings
-from tests.fakes.process import start_fake
 
 RESULTS = Path(__file__).parent / "results" / "vercel.json"
 TOKEN = "vercel_bench_token"
@@ -122,17 +119,12 @@ async def bench(url: str, n: int) -> dict[str, dict[str, Any]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=30)
-    args = parser.parse_args()
-    load_before = os.getloadavg()
-    with start_fake("vercel") as url:
-        ops = asyncio.run(bench(url, args.n))
-    write_report(
+    main_against_fake(
+        "vercel",
+        bench,
         RESULTS,
         "vercel adapter vs official vercel-sandbox SDK, same fake Vercel on loopback, interleaved",
-        ops,
-        load_before,
+        description=__doc__.splitlines()[0],
     )
 
 

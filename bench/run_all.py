@@ -15,6 +15,7 @@ SCRIPTS = [
     "bench_sessions.py",
     "bench_e2b.py",
     "bench_vercel.py",
+    "bench_daytona.py",
     "bench_llm.py",
     "bench_relay.py",
     "bench_dashboard.py",

@@ -75,6 +75,19 @@ def vercel_fake() -> Iterator[str]:
         yield url
 
 
+DAYTONA_FAKE_PORT = free_port()
+
+
+@pytest.fixture(scope="session")
+def daytona_fake() -> Iterator[str]:
+    """The Daytona fake (tests/fakes/daytona.py): its API URL is the shared server's
+    ``daytona_api_url``; it refuses the key ``rejected-daytona-key``."""
+    from tests.fakes.process import start_fake
+
+    with start_fake("daytona", DAYTONA_FAKE_PORT, "--reject-key", "rejected-daytona-key") as url:
+        yield url
+
+
 @pytest.fixture(scope="session")
 def e2b_fake() -> Iterator[fake_e2b.FakeProcess]:
     """The fake E2B (tests/fakes/e2b.py) the shared server's `e2b` provider talks to."""
@@ -125,6 +138,7 @@ def server_settings(
         llm_timeout_s=5.0,
         llm_retry_max_wait_s=2.0,
         vercel_api_url=f"http://127.0.0.1:{VERCEL_FAKE_PORT}",  # issue 11: `vercel_fake`
+        daytona_api_url=f"http://127.0.0.1:{DAYTONA_FAKE_PORT}/api",  # issue 11: `daytona_fake`
         secret_refs=("TEST_CLOUD_*",),  # issue 11: names credential references may use
     )
     prepare_home(settings)

@@ -35,6 +35,7 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
+from cerver.adapters import remote
 from cerver.adapters.base import (
     ComputeAdapter,
     ExecEvent,
@@ -70,16 +71,11 @@ RETRY_AFTER_S = 5.0
 MAX_INLINE_CODE = 64 * 1024  # beyond this a command goes through a file (argv limit)
 SDK_GRACE_S = 10.0  # our own deadline fires first; the SDK's is a backstop
 TIMEOUT_EXIT_CODE = 124
-EXTRA_HINT = 'the e2b provider needs its SDK: pip install "cerver-on-ray[e2b]"'
 
 
 def _sdk() -> Any:
-    """The official SDK, imported on first use (the extra is optional)."""
-    try:
-        import e2b_code_interpreter
-    except ImportError as exc:
-        raise ComputeUnavailable(EXTRA_HINT, details={"provider": "e2b", "extra": "e2b"}) from exc
-    return e2b_code_interpreter
+    """The official SDK, imported on first use (the extra ``e2b`` is optional)."""
+    return remote.import_sdk("e2b_code_interpreter", provider="e2b", extra="e2b")
 
 
 def _remote_path(path: str, *, field: str = "path") -> str:

@@ -62,7 +62,15 @@ def _load_builtin() -> None:
         return
     with _loading:
         if not _loaded:
-            # Bring-your-own-cloud adapters (e2b, vercel) import their SDKs on first use.
-            from cerver.adapters import e2b, local, p69, raycluster, relay, vercel  # noqa: F401
+            # Bring-your-own-cloud adapters (e2b, vercel, daytona) import their SDKs on first use.
+            from cerver.adapters import (  # noqa: F401
+                daytona,
+                e2b,
+                local,
+                p69,
+                raycluster,
+                relay,
+                vercel,
+            )
 
             _loaded = True

@@ -12,6 +12,7 @@ import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from cerver.adapters import registry
@@ -117,6 +118,29 @@ def _vercel(tmp_path: Path, request: pytest.FixtureRequest) -> ComputeAdapter:
     return registry.get("vercel")(settings, {"vercel_token": "vercel_contract_token"})
 
 
+# --- issue 11 (cloud): the daytona adapter through tests/fakes/daytona.py ---
+DAYTONA_KEY = "daytona_contract_key"
+
+
+@pytest.fixture(scope="module")
+def daytona_contract_fake() -> Iterator[str]:
+    with start_fake("daytona") as url:
+        yield url
+        received = httpx.get(f"{url.removesuffix('/api')}/_fake/requests").json()
+    # What Daytona saw: the account's key on every control-plane and toolbox call
+    # (HTTP and WebSocket alike), and each kind of call the adapter makes.
+    assert received and all(r["key"] == DAYTONA_KEY for r in received)
+    kinds = {(r["method"], r["path"].rsplit("/", 1)[-1]) for r in received}
+    assert {("POST", "sandbox"), ("WS", "execute"), ("WS", "logs"), ("POST", "exec")} <= kinds
+    assert any(r["method"] == "DELETE" and r["path"].startswith("/api/sandbox/") for r in received)
+
+
+def _daytona(tmp_path: Path, request: pytest.FixtureRequest) -> ComputeAdapter:
+    url: str = request.getfixturevalue("daytona_contract_fake")
+    settings = _settings(tmp_path).model_copy(update={"daytona_api_url": url})
+    return registry.get("daytona")(settings, {"daytona_api_key": DAYTONA_KEY})
+
+
 # What a provider does not keep, with the reason: its case of that test is skipped.
 LACKS: dict[str, dict[str, str]] = {
     "vercel": {
@@ -140,6 +164,7 @@ CASES: dict[str, tuple[str, Factory]] = {
     "e2b": ("e2b", _e2b),
     "p69": ("p69", _p69),
     "vercel": ("vercel", _vercel),
+    "daytona": ("daytona", _daytona),
 }
 
 

@@ -94,6 +94,20 @@ class LocalBackend:
             async for event in events:
                 yield event
 
+    async def python(
+        self, sandbox_id: str, code: str, *, env: dict[str, str] | None = None, timeout_s: float
+    ) -> AsyncIterator[ExecEvent]:
+        """Run ``code`` in the sandbox's one Python interpreter (variables persist)."""
+        request = ExecRequest(code=code, language="python", timeout_s=timeout_s, env=env or {})
+        events = self.adapter.run_stream(self.record(sandbox_id), request)
+        async with contextlib.aclosing(events):
+            async for event in events:
+                yield event
+
+    async def suspend(self, sandbox_id: str) -> None:
+        """Stop the sandbox's processes (its interpreter too); its files stay."""
+        await self.adapter.suspend(self.record(sandbox_id))
+
     async def read(self, sandbox_id: str, path: str, cwd: str | None = None) -> bytes:
         return await self.adapter.read_file(self.record(sandbox_id), self.relative(path, cwd))
 

@@ -28,11 +28,8 @@ Protocol (base URL as given to the SDK; ``Authorization: Bearer <token>``, ``?te
 Errors are ``{"error": {"code", "message"}}``; a refused token answers 403
 ``forbidden`` (``invalidToken: true``), as the real service does.
 
-Test controls (not part of Vercel's API) live under ``/_fake``: ``GET /_fake/requests``
-(what was received: method, path, token, body), ``POST /_fake/faults`` (answer the next
-``count`` requests whose path contains ``path`` with ``status``, optional ``retry_after``),
-``POST /_fake/vanish/{name}`` (the sandbox disappears, as when deleted in the console),
-``POST /_fake/reject {key, undo?}`` (revoke a key, or restore it).
+Test controls (not part of Vercel's API) live under ``/_fake`` (tests/fakes/_controls.py);
+``GET /_fake/requests`` lists what was received: method, path, query, token, body.
 """
 
 from __future__ import annotations
@@ -53,6 +50,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from tests.fakes._controls import Controls
 from tests.fakes.local_backend import LocalBackend, PathOutside, fake_arguments, serve_fake
 
 ROOT = "/vercel/sandbox"
@@ -177,23 +175,13 @@ class Sandbox:
         }
 
 
-@dataclass
-class Fault:
-    path: str
-    status: int
-    count: int
-    retry_after: int | None = None
-
-
-class FakeVercel:
+class FakeVercel(Controls):
     def __init__(self, reject_keys: tuple[str, ...] = ()) -> None:
-        self.reject_keys = set(reject_keys)
+        super().__init__(reject_keys)
         self.backend = LocalBackend(ROOT)
         self.sandboxes: dict[str, Sandbox] = {}
         self.sessions: dict[str, Session] = {}
         self.commands: dict[str, Command] = {}
-        self.requests: list[dict[str, Any]] = []
-        self.faults: list[Fault] = []
 
     # ------------------------------------------------------------------ state helpers
 
@@ -306,12 +294,11 @@ class FakeVercel:
             self.requests.append(record)
             if not token or token in self.reject_keys:
                 return _error(403, "forbidden", "Not authorized", invalidToken=True)
-            for fault in self.faults:
-                if fault.path in request.url.path and fault.count > 0:
-                    fault.count -= 1
-                    extra = {} if fault.retry_after is None else {"retry_after": fault.retry_after}
-                    code = "rate_limited" if fault.status == 429 else "internal_server_error"
-                    return _error(fault.status, code, f"injected {fault.status}", **extra)
+            fault = self.take_fault(request.url.path)
+            if fault is not None:
+                extra = {} if fault.retry_after is None else {"retry_after": fault.retry_after}
+                code = "rate_limited" if fault.status == 429 else "internal_server_error"
+                return _error(fault.status, code, f"injected {fault.status}", **extra)
             return await call_next(request)  # type: ignore[no-any-return]
 
         @app.post("/v3/sandboxes")
@@ -464,41 +451,15 @@ class FakeVercel:
                 return session
             return JSONResponse({})
 
-        @app.get("/_fake/requests")
-        async def received() -> Response:
-            return JSONResponse(self.requests)
-
-        @app.post("/_fake/faults")
-        async def inject(request: Request) -> Response:
-            body = await request.json()
-            self.faults.append(
-                Fault(
-                    path=body.get("path", ""),
-                    status=int(body["status"]),
-                    count=int(body.get("count", 1)),
-                    retry_after=body.get("retry_after"),
-                )
-            )
-            return JSONResponse({"faults": len(self.faults)})
-
-        @app.post("/_fake/reject")
-        async def reject(request: Request) -> Response:
-            body = await request.json()
-            if body.get("undo"):
-                self.reject_keys.discard(body["key"])
-            else:
-                self.reject_keys.add(body["key"])
-            return JSONResponse({"rejected": len(self.reject_keys)})
-
-        @app.post("/_fake/vanish/{name}")
-        async def vanish(name: str) -> Response:
-            sandbox = self.sandboxes.pop(name, None)
-            if sandbox is not None:
-                await self._stop_commands(sandbox.session_id)
-                await self.backend.delete(sandbox.local_id)
-            return JSONResponse({"vanished": sandbox is not None})
-
+        self.add_control_routes(app, self._vanish)
         return app
+
+    async def _vanish(self, name: str) -> bool:
+        sandbox = self.sandboxes.pop(name, None)
+        if sandbox is not None:
+            await self._stop_commands(sandbox.session_id)
+            await self.backend.delete(sandbox.local_id)
+        return sandbox is not None
 
     def _running(self, sid: str) -> Session | Response:
         session = self._live_session(sid)

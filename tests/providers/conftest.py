@@ -1,4 +1,5 @@
-"""Fixtures for provider tests that need no Ray: a store, settings, the Vercel fake."""
+"""Fixtures for provider tests that need no Ray: a store, settings, the Vercel and
+Daytona fakes."""
 
 from __future__ import annotations
 
@@ -18,14 +19,24 @@ def vercel_url() -> Iterator[str]:
         yield url
 
 
+DAYTONA_REJECTED = "rejected-daytona-key"
+
+
+@pytest.fixture(scope="module")
+def daytona_url() -> Iterator[str]:
+    with start_fake("daytona", 0, "--reject-key", DAYTONA_REJECTED) as url:
+        yield url
+
+
 @pytest.fixture
-def settings(tmp_path: Path, vercel_url: str) -> Settings:
+def settings(tmp_path: Path, vercel_url: str, daytona_url: str) -> Settings:
     home = tmp_path / "home"
     home.mkdir()
     return Settings(
         home=home,
         database_url=f"sqlite:///{home / 'cerver.db'}",
         vercel_api_url=vercel_url,
+        daytona_api_url=daytona_url,
         secret_refs=("TEST_CLOUD_*", "EXACT_NAME"),
     )
 
