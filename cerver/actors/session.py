@@ -137,7 +137,11 @@ class SessionCore:
         choice = ComputeChoice(
             provider=row.provider,
             runtime=lost.runtime,
-            network=bool(spec.get("network", False)),
+            network=(
+                {"allow": spec["egress_allow"]}  # type: ignore[arg-type]
+                if spec.get("egress_allow") is not None
+                else bool(spec.get("network", False))
+            ),
             resources=Resources.model_validate(spec.get("resources") or {}),
             options=spec.get("options") or {},
         )

@@ -81,8 +81,12 @@ def test_a_provider_that_cannot_enforce_it_refuses_it(e2b_api: httpx.Client) -> 
     assert e2b_api.get("/v2/sessions").json() == before  # no half-made session
 
 
-def test_session_denials_are_answered_recorded_and_counted(api: httpx.Client, server: str) -> None:
-    r = api.post("/v2/sessions", json={"compute": {"provider": "local", "network": ALLOW}})
+@pytest.mark.parametrize("provider", ["local", "ray"])
+def test_session_denials_are_answered_recorded_and_counted(
+    api: httpx.Client, server: str, provider: str
+) -> None:
+    """`ray`: the same sandbox in its own host actor, whose LocalAdapter runs the proxy."""
+    r = api.post("/v2/sessions", json={"compute": {"provider": provider, "network": ALLOW}})
     assert r.status_code == 201, r.text
     sid = r.json()["session_id"]
     gateway = urlsplit(server)
