@@ -200,6 +200,11 @@ class Settings(BaseModel):
     sandbox_cpu_s: int = 600
     sandbox_fsize_mb: int = 256
     sandbox_allow_sdists: bool = False  # pip may build source distributions (runs setup.py)
+    # Egress allowlist proxy (docs/security.md): TEST ONLY, no environment variable sets
+    # them. A name -> IPv4 table consulted before DNS, and "ip:port" targets the proxy may
+    # reach although not public (a test's loopback server).
+    egress_test_hosts: dict[str, str] = Field(default_factory=dict)
+    egress_test_targets: tuple[str, ...] = ()
     output_limit_bytes: int = DEFAULT_OUTPUT_LIMIT_BYTES
     max_file_bytes: int = 16 * 1024 * 1024
     run_timeout_s: float = DEFAULT_RUN_TIMEOUT_S

@@ -46,6 +46,7 @@ class MetricsState(BaseModel):
     last_activity_at: float | None = None
     ops_total: int = 0
     ops_ok: int = 0
+    egress_denied_count: int = 0  # connections the egress allowlist refused (network.allow)
     segments: list[Segment] = Field(default_factory=list)
 
     @classmethod
@@ -134,4 +135,5 @@ def view(state: MetricsState, *, created_at: float, now: float) -> SessionMetric
         engagement_score=score,
         engagement_label=label,  # type: ignore[arg-type]
         compute_seconds=round(compute_s, 3),
+        egress_denied_count=state.egress_denied_count,
     )

@@ -10,7 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from cerver.adapters.base import Language, Resources, check_env
+from cerver.adapters.base import EgressDenial, Language, Resources, check_env
+from cerver.adapters.egress_allow import NetworkChoice
 from cerver.gateway.models import Policy, RepoInfo, Requirements
 
 HARNESSES = ("openai", "anthropic", "openai-compatible", "none")
@@ -26,7 +27,9 @@ class ComputeChoice(Strict):
     provider: str | None = None
     compute_id: str | None = None
     runtime: Language | None = None
-    network: bool = False
+    # true: the internet (not this node or its networks); {"allow": [names]}: only those
+    # names, through the egress proxy (docs/security.md).
+    network: NetworkChoice = False
     env: dict[str, str] = Field(default_factory=dict)
     resources: Resources = Field(default_factory=Resources)
     options: dict[str, Any] = Field(default_factory=dict)
@@ -122,6 +125,7 @@ class SessionMetrics(BaseModel):
     engagement_score: float
     engagement_label: Literal["idle", "warming", "engaged", "deep"]
     compute_seconds: float = 0.0
+    egress_denied_count: int = 0  # connections refused by the egress allowlist
     # Model turns (cerver/llm/metrics.py); cost_estimate_usd includes llm_cost_usd.
     llm_turn_count: int = 0
     llm_input_tokens: int = 0
@@ -169,4 +173,5 @@ class RunResponse(BaseModel):
     truncated: bool
     error: str | None = None
     interpreter_restarted: bool = False
+    egress_denied: list[EgressDenial] = Field(default_factory=list)
     seq: int

@@ -19,6 +19,7 @@ from cerver.adapters.access import SELF_HOSTED, check_executable, compute_unavai
 from cerver.adapters.base import ComputeAdapter, SandboxRecord, SandboxSpec
 from cerver.adapters.catalog import get_profile
 from cerver.adapters.credentials import credentials_for
+from cerver.adapters.egress_allow import network_spec, require_enforced
 from cerver.config import Settings
 from cerver.errors import CerverError, ComputeUnavailable, Conflict, NotFound, ProviderError
 from cerver.models import ComputeChoice
@@ -152,11 +153,15 @@ class Provisioner:
             self.settings, self.store, account_id, choice.provider or "", runtime=runtime
         )
         adapter = await self.adapter(provider, account_id)
+        network, egress_allow = network_spec(choice.network)
+        if egress_allow is not None:
+            require_enforced(adapter.egress_allowlist, provider)
         spec = SandboxSpec(
             account_id=account_id,
             runtime=runtime,  # type: ignore[arg-type]
             env=choice.env,
-            network=choice.network,
+            network=network,
+            egress_allow=egress_allow,
             resources=choice.resources,
             options=choice.options,
         )

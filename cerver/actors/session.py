@@ -137,7 +137,11 @@ class SessionCore:
         choice = ComputeChoice(
             provider=row.provider,
             runtime=lost.runtime,
-            network=bool(spec.get("network", False)),
+            network=(
+                {"allow": spec["egress_allow"]}  # type: ignore[arg-type]
+                if spec.get("egress_allow") is not None
+                else bool(spec.get("network", False))
+            ),
             resources=Resources.model_validate(spec.get("resources") or {}),
             options=spec.get("options") or {},
         )
@@ -324,6 +328,7 @@ class SessionCore:
         metrics = self._metrics()
         metrics.op(ok=True)
         metrics.exec_done(latency_ms, time.time())
+        metrics.egress_denied_count += len(result.egress_denied)
         seq = await self._append(
             "exec",
             {**_exec_content(request, adapter), "result": _result_content(result, adapter)},
@@ -361,6 +366,7 @@ class SessionCore:
             if final is not None:
                 latency_ms = (time.time() - received_at) * 1000.0
                 metrics.exec_done(latency_ms, time.time(), stream=True, stream_open_ms=open_ms)
+                metrics.egress_denied_count += len(final.egress_denied)
                 content["result"] = _result_content(final, adapter)
             else:
                 content["result"] = {"abandoned": True}
@@ -386,9 +392,11 @@ def _exec_content(request: ExecRequest, adapter: ComputeAdapter) -> dict[str, An
 
 
 def _result_content(result: ExecResult, adapter: ComputeAdapter) -> dict[str, Any]:
-    content = result.model_dump(exclude={"interpreter_restarted"}) | (
+    content = result.model_dump(exclude={"interpreter_restarted", "egress_denied"}) | (
         {"interpreter_restarted": True} if result.interpreter_restarted else {}
     )
+    if result.egress_denied:  # what the egress allowlist refused (network.allow)
+        content["egress_denied"] = [denial.model_dump() for denial in result.egress_denied]
     return mask_streams(content, adapter.credentials.values())
 
 

@@ -70,6 +70,9 @@ class SandboxSpec(BaseModel):
     runtime: Language = "shell"
     env: dict[str, str] = Field(default_factory=dict)
     network: bool = False
+    # With ``network``: the only host names the sandbox may reach (None: no allowlist).
+    # Only adapters with ``egress_allowlist`` enforce it (adapters/egress_allow.py).
+    egress_allow: list[str] | None = None
     timeout_s: float | None = None
     resources: Resources = Field(default_factory=Resources)
     options: dict[str, Any] = Field(default_factory=dict)
@@ -97,6 +100,14 @@ class ExecRequest(BaseModel):
     shell_fallback: bool = False
 
 
+class EgressDenial(BaseModel):
+    """One connection the egress proxy refused (``network.allow``)."""
+
+    host: str
+    port: int
+    reason: str
+
+
 class ExecResult(BaseModel):
     stdout: str = ""
     stderr: str = ""
@@ -108,6 +119,8 @@ class ExecResult(BaseModel):
     error: str | None = None
     # Set when the provider had to restart a stateful interpreter (state was lost).
     interpreter_restarted: bool = False
+    # Connections the egress allowlist refused since the sandbox's previous run.
+    egress_denied: list[EgressDenial] = Field(default_factory=list)
 
 
 class ExecEvent(BaseModel):
@@ -128,6 +141,7 @@ class InstallResult(BaseModel):
     success: bool
     output: str = ""
     duration_ms: float = 0.0
+    egress_denied: list[EgressDenial] = Field(default_factory=list)
 
 
 class SandboxState(BaseModel):
@@ -149,6 +163,8 @@ class ComputeAdapter(abc.ABC):
     # True when one compute of this provider carries the sandboxes of many sessions (a relay
     # host): attaching to it makes a new sandbox there instead of adopting the compute.
     hosts_sandboxes: bool = False
+    # True when the adapter enforces ``SandboxSpec.egress_allow`` (others refuse it).
+    egress_allowlist: bool = False
 
     @classmethod
     def deployment_configured(cls, settings: Settings) -> bool:

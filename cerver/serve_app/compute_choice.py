@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from cerver.adapters import registry
 from cerver.adapters.access import _recommend_among, check_executable, executable_providers
+from cerver.adapters.egress_allow import NetworkOptions, require_enforced
 from cerver.errors import CerverError, ComputeOffline, NotFound
 from cerver.models import ComputeChoice, CreateSession
 from cerver.serve_app.deps import AppContext
@@ -22,9 +24,11 @@ async def check_choice(c: AppContext, account: Account, choice: ComputeChoice) -
                 f"compute {choice.compute_id} not found; list yours with GET /v2/computes"
             )
         return
-    await check_executable(
+    provider = await check_executable(
         c.settings, c.store, account.id, choice.provider or "", runtime=choice.runtime
     )
+    if isinstance(choice.network, NetworkOptions):
+        require_enforced(registry.get(provider).egress_allowlist, provider)
 
 
 async def choices_for_create(

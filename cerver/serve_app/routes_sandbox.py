@@ -22,6 +22,7 @@ from pydantic import Field, field_validator
 
 from cerver.actors.account_limits import Admission
 from cerver.adapters.base import ExecRequest, InstallRequest, Language, check_env
+from cerver.adapters.egress_allow import NetworkChoice
 from cerver.errors import (
     BadRequest,
     CerverError,
@@ -44,7 +45,7 @@ class CreateSandbox(Strict):
     provider: str = "local"
     runtime: Language = "python"
     env: dict[str, str] = Field(default_factory=dict)
-    network: bool = False
+    network: NetworkChoice = False
 
     _env = field_validator("env")(check_env)
 

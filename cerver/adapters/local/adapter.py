@@ -35,7 +35,8 @@ from cerver.adapters.base import (
     SandboxState,
     env_problem,
 )
-from cerver.adapters.local import files, layout, packages, runtimes
+from cerver.adapters.local import egress_inside, files, layout, packages, runtimes
+from cerver.adapters.local.egress import EgressProxy
 from cerver.adapters.local.host_interpreter import PythonInterpreter
 from cerver.adapters.local.host_supervisor import ShellTemplate, Supervisor, SupervisorHung
 from cerver.adapters.local.isolation import (
@@ -78,11 +79,13 @@ class LiveSandbox:
 
 class LocalAdapter(ComputeAdapter):
     name = "local"
+    egress_allowlist = True
 
     def __init__(self, settings: Any, credentials: dict[str, str] | None = None) -> None:
         super().__init__(settings, credentials)
         self._live: dict[str, LiveSandbox] = {}
         self._pool = WarmPool(self._provision_pooled, self._discard_pooled)
+        self._egress = EgressProxy(settings)  # network.allow sandboxes' way out (egress.py)
 
     # ------------------------------------------------------------------ warm pool
 
@@ -99,12 +102,14 @@ class LocalAdapter(ComputeAdapter):
         limits = limits_from(self.settings, spec.resources.memory_mb)
 
         def fits(ready: Ready) -> bool:
-            return not spec.network and ready.data.limits == limits
+            return not spec.network and spec.egress_allow is None and ready.data.limits == limits
 
         return fits
 
     async def _provision_pooled(self) -> Ready:
-        sandbox_id, data = await self._provision(network=False, env={}, memory_mb=None)
+        sandbox_id, data = await self._provision(
+            network=False, egress_allow=None, env={}, memory_mb=None
+        )
         try:
             await self._supervisor(sandbox_id, data)
             interp = self._interpreter(sandbox_id, data)
@@ -164,13 +169,18 @@ class LocalAdapter(ComputeAdapter):
                 details={"field": "options"},
             )
         _check_env(spec.env, "env")
+        if spec.egress_allow is not None:
+            egress_inside.require_bwrap(self.settings.sandbox_isolation)
         ready = self._pool.take(self._pool_fits(spec))
         if ready is not None:
             sandbox_id, data = ready.sandbox_id, ready.data
             data = data.model_copy(update={"env": dict(spec.env)})
         else:
             sandbox_id, data = await self._provision(
-                network=spec.network, env=spec.env, memory_mb=spec.resources.memory_mb
+                network=spec.network or spec.egress_allow is not None,
+                egress_allow=spec.egress_allow,
+                env=spec.env,
+                memory_mb=spec.resources.memory_mb,
             )
         return SandboxRecord(
             provider=self.name,
@@ -181,8 +191,9 @@ class LocalAdapter(ComputeAdapter):
         )
 
     async def _provision(
-        self, *, network: bool, env: dict[str, str], memory_mb: int | None
-    ) -> tuple[str, LocalSandboxData]:
+        self, *, network: bool, egress_allow: list[str] | None, env: dict[str, str],
+        memory_mb: int | None,
+    ) -> tuple[str, LocalSandboxData]:  # fmt: skip
         """Make the workspace under the server's isolation policy; no process is started.
 
         Fails closed: unless the operator chose ``rlimits``, a node where bwrap does not
@@ -196,6 +207,7 @@ class LocalAdapter(ComputeAdapter):
             dedicated_uid=running_as_root(),
             isolation="rlimits" if rlimits else "bwrap",
             network=network,
+            egress_allow=egress_allow,
             env=dict(env),
             limits=limits_from(self.settings, memory_mb),
         )
@@ -252,6 +264,9 @@ class LocalAdapter(ComputeAdapter):
             events = self._run_command(record.sandbox_id, data, request, timeout_s, cwd_rel)
         async with contextlib.aclosing(events):
             async for event in events:
+                if event.type == "exit" and event.result is not None:
+                    denied = self._egress.take_denials(record.sandbox_id)
+                    event.result.egress_denied = [*event.result.egress_denied, *denied]
                 yield event
 
     async def _supervisor(self, sandbox_id: str, data: LocalSandboxData) -> Supervisor:
@@ -268,6 +283,8 @@ class LocalAdapter(ComputeAdapter):
             bash = runtimes.require_bash()
             shell = ShellTemplate(bash, sandbox_env(base, {}), path_inside(data))
             sup = live.supervisor = Supervisor(python, build, shell)
+        if egress_inside.restricted(data):
+            await self._egress.ensure(sandbox_id, data)
         await sup.ensure_started()
         return sup
 
@@ -375,6 +392,8 @@ class LocalAdapter(ComputeAdapter):
             allow_sdists=self.settings.sandbox_allow_sdists,
         )  # fmt: skip
         started = time.perf_counter()
+        if egress_inside.restricted(data):
+            await self._egress.ensure(record.sandbox_id, data)
         launch = self._launch(data, argv, network=True, env={})
         result = await collect(
             stream_process(
@@ -388,6 +407,7 @@ class LocalAdapter(ComputeAdapter):
             success=result.exit_code == 0 and not result.timed_out,
             output=result.stdout + result.stderr,
             duration_ms=(time.perf_counter() - started) * 1000,
+            egress_denied=self._egress.take_denials(record.sandbox_id),
         )
 
     # ------------------------------------------------------------------ files
@@ -425,6 +445,7 @@ class LocalAdapter(ComputeAdapter):
                 "isolation": data.isolation,
                 # rlimits mode cannot take the network away
                 "network": data.network or data.isolation == "rlimits",
+                "egress_allow": data.egress_allow,
                 "uid": data.uid,
                 "dedicated_uid": data.dedicated_uid,
                 "python_interpreter": bool(interp and interp.alive),
@@ -474,12 +495,14 @@ class LocalAdapter(ComputeAdapter):
             reap_orphans()
         schedule_reap()
         if remove:
+            await self._egress.forget(sandbox_id)
             await asyncio.to_thread(layout.remove_sandbox_files, self.settings, sandbox_id)
 
     async def close(self) -> None:
         """Discard the warm pool (processes and workspaces) and stop every supervisor and
         interpreter of this instance; handed-out sandboxes keep their workspaces."""
         await self._pool.close()
+        await self._egress.close()
         lives, self._live = list(self._live.values()), {}
         await asyncio.gather(*(live.python.stop() for live in lives if live.python is not None))
         await asyncio.gather(

@@ -33,7 +33,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cerver.adapters.local import files, runtimes
+from cerver.adapters.local import egress_inside, files, runtimes
 from cerver.adapters.local.layout import INTERNAL_DIR, WORKSPACE_IN_BWRAP, Limits, LocalSandboxData
 from cerver.config import Settings
 from cerver.errors import ProviderError, Unprocessable
@@ -301,6 +301,8 @@ def sandbox_env(data: LocalSandboxData, extra: dict[str, str]) -> dict[str, str]
         "NODE_PATH": f"{ws}/node_modules",
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
     }
+    if egress_inside.restricted(data):
+        env.update(egress_inside.proxy_env())
     env.update(data.env)
     env.update(extra)
     return env
@@ -376,6 +378,8 @@ def build_launch(
         nproc=nproc,
     )
     inner_env = sandbox_env(data, env)
+    if network and egress_inside.restricted(data):  # no pasta: the proxy is the way out
+        inner_argv, network = egress_inside.forwarder_argv(data, inner_argv), False
     if bwrap and network:
         owner = (data.uid, data.gid) if data.dedicated_uid else None
         nameserver = f"nameserver {DNS_FORWARD}\n".encode()

@@ -51,6 +51,7 @@ class LocalSandboxData(BaseModel):
     dedicated_uid: bool  # True: a per-sandbox unprivileged uid; False: the server's own user
     isolation: Isolation
     network: bool = False
+    egress_allow: list[str] | None = None  # with network: only these names (egress.py)
     env: dict[str, str] = Field(default_factory=dict)
     limits: Limits
 

@@ -68,6 +68,7 @@ class RaySandboxData(BaseModel):
 
 class RayAdapter(ComputeAdapter):
     name = "ray"
+    egress_allowlist = True  # the host actor's LocalAdapter runs the proxy (egress.py)
 
     def __init__(self, settings: Any, credentials: dict[str, str] | None = None) -> None:
         super().__init__(settings, credentials)
@@ -147,7 +148,8 @@ class RayAdapter(ComputeAdapter):
             placement=placement,
             inner=inner,
             spec=spec.model_dump(
-                mode="json", include={"runtime", "network", "resources", "options"}
+                mode="json",
+                include={"runtime", "network", "egress_allow", "resources", "options"},
             ),
         )
         return SandboxRecord(
