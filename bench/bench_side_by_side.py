@@ -347,7 +347,14 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--only", default="floor,run,llm")
     parser.add_argument("--quick", action="store_true", help="--n 40 --total 160")
+    parser.add_argument(
+        "--haproxy",
+        action="store_true",
+        help="start Serve with RAY_SERVE_ENABLE_HA_PROXY=1 (Ray's HAProxy ingress)",
+    )
     a = parser.parse_args()
+    if a.haproxy:
+        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
     if a.quick:
         a.n, a.total = 40, 160
     a.only = set(a.only.split(","))
@@ -360,6 +367,7 @@ def main() -> None:
             "load_avg_before": load(),
         },
         "how": {"n": a.n, "total": a.total, "clients": a.clients, "sessions": SESSIONS},
+        "serve_env": {k: v for k, v in os.environ.items() if k.startswith("RAY_SERVE_")},
     }
     workspace = tempfile.mkdtemp(prefix="cerver-bench-handwritten-", dir="/tmp")
     fake = FakeServer("tests.fakes.openai", free_port())
