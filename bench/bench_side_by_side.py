@@ -20,13 +20,15 @@ shared machine hits both; the load average is recorded around every section.
     python bench/bench_side_by_side.py [--n 200] [--total 800] [--clients 16] [--quick]
     python bench/bench_side_by_side.py --only run,floor     # skip the LiteLLM comparison
 
-Prints a table and writes bench/results/side_by_side.json.
+Prints a table and writes bench/results/side_by_side.json (with --haproxy:
+side_by_side_haproxy.json).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import shutil
@@ -403,11 +405,10 @@ def main() -> None:
         shutil.rmtree(workspace, ignore_errors=True)
     report["machine"]["load_avg_after"] = load()
     print_table(report)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    import json
-
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {RESULTS}", file=sys.stderr)
+    out = RESULTS.with_name("side_by_side_haproxy.json") if a.haproxy else RESULTS
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}", file=sys.stderr)
 
 
 def print_table(r: dict[str, Any]) -> None:
