@@ -80,9 +80,47 @@ async def alternate(sides: dict[str, Call], n: int, rounds: int = 5) -> dict[str
     return out
 
 
-async def throughput(make_call: Callable[[int], Call], total: int, clients: int) -> dict[str, Any]:
+# The servers this script started, by side; everything else below this process is Cerver's
+# (Ray's processes, the Serve proxy and replicas, the session hosts and their sandboxes).
+SERVER_PIDS: dict[str, int] = {}
+
+
+def cpu_s(side: str) -> float:
+    """CPU seconds used so far by a side's process tree (children that exited and were
+    reaped included): a cost per request that the machine's load hardly moves."""
+    parent: dict[int, int] = {}
+    used: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parent[int(entry)] = int(fields[1])
+            used[int(entry)] = sum(int(v) for v in fields[11:15]) / tick
+    others = {pid for name, pid in SERVER_PIDS.items() if name != side}
+    root = SERVER_PIDS.get(side, os.getpid())
+
+    def belongs(pid: int) -> bool:
+        while pid > 1:
+            if pid in others:
+                return False
+            if pid == root:
+                return True
+            pid = parent.get(pid, 0)
+        return False
+
+    return sum(cpu for pid, cpu in used.items() if pid != os.getpid() and belongs(pid))
+
+
+async def throughput(
+    make_call: Callable[[int], Call], total: int, clients: int, side: str
+) -> dict[str, Any]:
     """``total`` requests from ``clients`` concurrent loops; client ``i`` uses
-    ``make_call(i)``. Runs/s over the wall time, errors counted, latency percentiles."""
+    ``make_call(i)``. Runs/s over the wall time, errors counted, latency percentiles, and
+    the CPU the side's server processes spent per request."""
     left = [total]
     latencies: list[float] = []
     errors: list[str] = []
@@ -96,10 +134,12 @@ async def throughput(make_call: Callable[[int], Call], total: int, clients: int)
             except (httpx.HTTPError, AssertionError) as exc:
                 errors.append(f"{type(exc).__name__}: {exc}"[:200])
 
+    cpu_before = cpu_s(side)
     started = time.perf_counter()
     await asyncio.gather(*(client(i) for i in range(clients)))
     wall = time.perf_counter() - started
     return {
+        "server_cpu_ms_per_request": round((cpu_s(side) - cpu_before) * 1000.0 / total, 2),
         "per_s": round(total / wall, 1),
         "wall_s": round(wall, 3),
         "errors": len(errors),
@@ -144,9 +184,11 @@ async def compare_run(cerver: httpx.AsyncClient, mine: httpx.AsyncClient, a: arg
     seq = await alternate({"cerver": cerver_true, "handwritten": mine_true}, a.n)
     c_seq, h_seq = pct(seq["cerver"]), pct(seq["handwritten"])
     c_tp = await throughput(
-        lambda i: lambda: cerver_true(sids[i % SESSIONS], "echo hi"), a.total, a.clients
+        lambda i: lambda: cerver_true(sids[i % SESSIONS], "echo hi"), a.total, a.clients, "cerver"
     )
-    h_tp = await throughput(lambda i: lambda: mine_true("echo hi"), a.total, a.clients)
+    h_tp = await throughput(
+        lambda i: lambda: mine_true("echo hi"), a.total, a.clients, "handwritten"
+    )
     for sid in sids:
         await cerver.delete(f"/v2/sessions/{sid}")
     return {
@@ -156,6 +198,11 @@ async def compare_run(cerver: httpx.AsyncClient, mine: httpx.AsyncClient, a: arg
         "ratio_p50": round(c_seq["p50"] / h_seq["p50"], 2),
         "ratio_p95": round(c_seq["p95"] / h_seq["p95"], 2),
         "ratio_runs_per_s": round(c_tp["per_s"] / h_tp["per_s"], 2),
+        "ratio_server_cpu_per_run": round(
+            c_tp["server_cpu_ms_per_request"] / h_tp["server_cpu_ms_per_request"], 2
+        )
+        if h_tp["server_cpu_ms_per_request"] > 0
+        else None,
     }
 
 
@@ -226,18 +273,22 @@ async def compare_llm(
         if side in stats
     }
     turns = {
-        "cerver_run_llm": await throughput(lambda _i: CerverTurns(cerver).turn, a.total, a.clients),
-        "direct_chat": await throughput(lambda _i: direct_chat, a.total, a.clients),
+        "cerver_run_llm": await throughput(
+            lambda _i: CerverTurns(cerver).turn, a.total, a.clients, "cerver"
+        ),
+        "direct_chat": await throughput(lambda _i: direct_chat, a.total, a.clients, "fake"),
     }
     if proxy is not None:
         turns["litellm_proxy"] = await throughput(
-            lambda _i: lambda: litellm_turn(proxy), a.total, a.clients
+            lambda _i: lambda: litellm_turn(proxy), a.total, a.clients, "litellm"
         )
         c, lt = out["added_ms"]["cerver_run_llm"], out["added_ms"]["litellm_proxy"]
         out["ratio_added_p50"] = round(c["p50"] / lt["p50"], 2) if lt["p50"] > 0 else None
         out["ratio_turns_per_s"] = round(
             turns["cerver_run_llm"]["per_s"] / turns["litellm_proxy"]["per_s"], 2
         )
+        cpu = [turns[k]["server_cpu_ms_per_request"] for k in ("cerver_run_llm", "litellm_proxy")]
+        out["ratio_server_cpu_per_turn"] = round(cpu[0] / cpu[1], 2) if cpu[1] > 0 else None
     out[f"turns_{a.clients}_clients"] = turns
     return out
 
@@ -375,6 +426,7 @@ def main() -> None:
     fake = FakeServer("tests.fakes.openai", free_port())
     hand_port = free_port()
     hand = start_handwritten(hand_port, workspace)
+    SERVER_PIDS.update(fake=fake.proc.pid, handwritten=hand.pid)
     proxy: LiteLLMProxy | None = None
     try:
         if "llm" in a.only:
@@ -382,6 +434,7 @@ def main() -> None:
             if why is None:
                 try:
                     proxy = LiteLLMProxy(free_port(), MODEL, f"{fake.url}/v1", KEY, MASTER)
+                    SERVER_PIDS["litellm"] = proxy.proc.pid
                 except RuntimeError as exc:
                     why = str(exc)
             if why is not None:
@@ -428,10 +481,13 @@ def print_table(r: dict[str, Any]) -> None:
             row(f"true sequential, {side}", s)
         row("Cerver gateway overhead", run["cerver_gateway_overhead_ms"])
         for side, t in next(v for k, v in run.items() if k.startswith("echo_")).items():
-            print(f"  {'echo runs/s, ' + side:34s} {t['per_s']:8.1f} /s  errors {t['errors']}")
+            print(
+                f"  {'echo runs/s, ' + side:34s} {t['per_s']:8.1f} /s  errors {t['errors']}  "
+                f"server CPU {t['server_cpu_ms_per_request']:.2f} ms/run"
+            )
         print(
             f"  ratio Cerver / hand-written: p50 x{run['ratio_p50']}  p95 x{run['ratio_p95']}  "
-            f"runs/s x{run['ratio_runs_per_s']}"
+            f"runs/s x{run['ratio_runs_per_s']}  server CPU x{run['ratio_server_cpu_per_run']}"
         )
     if "llm" in r:
         llm = r["llm"]
@@ -444,11 +500,15 @@ def print_table(r: dict[str, Any]) -> None:
         for side, d in llm["added_ms"].items():
             print(f"  {'added, ' + side:34s} p50 {d['p50']:8.2f}  p95 {d['p95']:8.2f} ms")
         for side, t in next(v for k, v in llm.items() if k.startswith("turns_")).items():
-            print(f"  {'turns/s, ' + side:34s} {t['per_s']:8.1f} /s  errors {t['errors']}")
+            print(
+                f"  {'turns/s, ' + side:34s} {t['per_s']:8.1f} /s  errors {t['errors']}  "
+                f"server CPU {t['server_cpu_ms_per_request']:.2f} ms/turn"
+            )
         if "ratio_added_p50" in llm:
             print(
                 f"  ratio Cerver / LiteLLM: added p50 x{llm['ratio_added_p50']}  "
-                f"turns/s x{llm['ratio_turns_per_s']}"
+                f"turns/s x{llm['ratio_turns_per_s']}  "
+                f"server CPU x{llm['ratio_server_cpu_per_turn']}"
             )
     if "litellm_skipped" in r:
         print(f"  LiteLLM: skipped ({r['litellm_skipped']})")
