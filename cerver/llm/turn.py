@@ -308,17 +308,20 @@ class Turn:
             return await asyncio.to_thread(
                 self.service.store.sessions.append, self.row.id, type_, content
             )
-        reservation, row = self._unsettled[0]
-        seq = await self.service.budget.settle(
-            reservation, self.row.account_id, self.row.id, row, then=self._writer(type_, content)
-        )
-        self._unsettled.clear()
-        return int(seq)
+        return int(await self._settle_next(then=self._writer(type_, content)))
 
-    async def _settle_next(self) -> None:
-        reservation, row = self._unsettled[0]
-        await self.service.budget.settle(reservation, self.row.account_id, self.row.id, row)
-        self._unsettled.pop(0)
+    async def _settle_next(self, then: Write | None = None) -> Any:
+        """Write the oldest pending settlement (and ``then``). It is taken off the list
+        before the write: a turn cancelled while the worker thread commits must not settle
+        it twice. A write that failed (rolled back) puts it back, for the end of the turn."""
+        reservation, row = pending = self._unsettled.pop(0)
+        try:
+            return await self.service.budget.settle(
+                reservation, self.row.account_id, self.row.id, row, then=then
+            )
+        except Exception:
+            self._unsettled.insert(0, pending)
+            raise
 
     async def _append_assistant(self, done: Completion, superseded: str | None = None) -> int:
         content: dict[str, Any] = {
