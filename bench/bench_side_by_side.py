@@ -15,7 +15,10 @@ same machine in the same run, and the raw floors beneath them.
    on uvicorn and Cerver's ``GET /healthz`` (the Serve ingress alone).
 
 Sequential samples alternate between the sides in rounds, so a change of load on this
-shared machine hits both; the load average is recorded around every section.
+shared machine hits both; the load average is recorded around every section, which
+starts once Cerver's processes are idle (a warm pool refilling after the last section
+would land in the next one's numbers). Throughput runs also report the CPU the side's own
+processes spent per request, which the machine's load hardly moves.
 
     python bench/bench_side_by_side.py [--n 200] [--total 800] [--clients 16] [--quick]
     python bench/bench_side_by_side.py --only run,floor     # skip the LiteLLM comparison
@@ -113,6 +116,19 @@ def cpu_s(side: str) -> float:
         return False
 
     return sum(cpu for pid, cpu in used.items() if pid != os.getpid() and belongs(pid))
+
+
+async def settled(side: str, limit_s: float = 60.0) -> float:
+    """Wait until a side's processes are nearly idle (a session's warm pool refilling, a
+    host hibernating: background work that would land in the next section's numbers);
+    returns the CPU they used per second of the last quiet second, in ms."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        before = cpu_s(side)
+        await asyncio.sleep(1.0)
+        busy_ms = (cpu_s(side) - before) * 1000.0
+        if busy_ms < 100.0 or time.monotonic() > deadline:
+            return round(busy_ms, 1)
 
 
 async def throughput(
@@ -379,15 +395,17 @@ async def measure(
     ):  # fmt: skip
         for name, section in (
             ("floor", lambda: floors(cerver, mine, workspace, a.n)),
-            ("run", lambda: compare_run(cerver, mine, a)),
             ("llm", lambda: compare_llm(cerver, fake, proxy if proxy_url else None, a)),
+            ("run", lambda: compare_run(cerver, mine, a)),
         ):
             if name not in a.only:
                 continue
+            idle_ms_per_s = await settled("cerver")
             before = load()
             started = time.perf_counter()
             result = await section()
             result["load_avg"] = {"before": before, "after": load()}
+            result["cerver_idle_cpu_ms_per_s_before"] = idle_ms_per_s
             result["took_s"] = round(time.perf_counter() - started, 1)
             report[name] = result
             print(f"{name}: done in {result['took_s']} s, load {before} -> {load()}", flush=True)
