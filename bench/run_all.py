@@ -1,5 +1,6 @@
 """Run every benchmark in turn (`make bench`); each prints its table and writes its JSON to
-bench/results/. Extra arguments go to bench_sessions.py (e.g. --quick)."""
+bench/results/. Extra arguments go to bench_sessions.py (e.g. --quick; that one also goes to
+bench_side_by_side.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ SCRIPTS = [
     "bench_vercel.py",
     "bench_daytona.py",
     "bench_llm.py",
+    "bench_llm_breakdown.py",
+    "bench_side_by_side.py",
     "bench_relay.py",
     "bench_dashboard.py",
 ]
@@ -27,6 +30,8 @@ def main() -> int:
     for script in SCRIPTS:
         print(f"\n=== {script} ===", flush=True)
         extra = sys.argv[1:] if script == "bench_sessions.py" else []
+        if script == "bench_side_by_side.py":  # --quick: smaller counts there too
+            extra = [a for a in sys.argv[1:] if a == "--quick"]
         if subprocess.run([sys.executable, str(HERE / script), *extra]).returncode != 0:
             failed.append(script)
     if failed:

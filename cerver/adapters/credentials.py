@@ -28,3 +28,23 @@ async def credentials_for(
     from cerver.provider_credentials import resolve_credentials
 
     return await asyncio.to_thread(resolve_credentials, settings, store, account_id, provider)
+
+
+async def credentials_of_each(
+    settings: Settings, store: Store, account_id: str, providers: list[str]
+) -> dict[str, dict[str, str]]:
+    """``credentials_for`` for several providers in one worker thread (one store read
+    when the account registered none of them), by provider; those without any are left
+    out. What a model turn calls: it needs the account's keys of every harness."""
+    from cerver.provider_credentials import resolve_credentials
+
+    def resolve_each() -> dict[str, dict[str, str]]:
+        registered = set(store.credentials.providers(account_id))
+        found = {
+            provider: resolve_credentials(settings, store, account_id, provider)
+            for provider in providers
+            if provider in registered
+        }
+        return {provider: values for provider, values in found.items() if values}
+
+    return await asyncio.to_thread(resolve_each)

@@ -10,6 +10,7 @@ The account's own budget (``PUT /v2/account/limits``) wins over the deployment d
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from cerver.config import Settings
 from cerver.errors import BudgetExceeded
@@ -18,7 +19,7 @@ from cerver.llm.conversation import upper_bound_tokens
 from cerver.llm.prices import PriceTable
 from cerver.llm.types import Call
 from cerver.store import Store
-from cerver.store.llm_spend import BudgetShortfall, SpendRow
+from cerver.store.llm_spend import BudgetShortfall, SpendRow, Write
 
 
 class Budget:
@@ -32,7 +33,15 @@ class Budget:
         tokens_in = upper_bound_tokens(call.messages, call.system, tools)
         return self.prices.worst_case(entry, tokens_in, call.max_output_tokens)
 
-    async def reserve(self, account_id: str, session_id: str, entry: ModelEntry, call: Call) -> str:
+    async def reserve(
+        self,
+        account_id: str,
+        session_id: str,
+        entry: ModelEntry,
+        call: Call,
+        then: Write | None = None,
+    ) -> str:
+        """Reserve the call's worst case; ``then`` writes in the same transaction."""
         amount = self.worst_case(entry, call)
         try:
             return await asyncio.to_thread(
@@ -43,6 +52,7 @@ class Budget:
                 harness=entry.harness,
                 amount_usd=amount,
                 default_budget_usd=self.settings.llm_budget_usd,
+                then=then,
             )
         except BudgetShortfall as short:
             left = max(0.0, short.budget_usd - short.spent_usd - short.reserved_usd)
@@ -61,10 +71,17 @@ class Budget:
             ) from None
 
     async def settle(
-        self, reservation: str, account_id: str, session_id: str, row: SpendRow
-    ) -> None:
-        await asyncio.to_thread(
-            self.store.llm_spend.settle, reservation, account_id, session_id, row
+        self,
+        reservation: str,
+        account_id: str,
+        session_id: str,
+        row: SpendRow,
+        then: Write | None = None,
+    ) -> Any:
+        """Settle with the real spend; ``then`` writes in the same transaction (its result
+        is returned)."""
+        return await asyncio.to_thread(
+            self.store.llm_spend.settle, reservation, account_id, session_id, row, then
         )
 
     async def release(self, reservation: str | None) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from cerver.adapters.credentials import credentials_for
+from cerver.adapters.credentials import credentials_of_each
 from cerver.config import Settings
 from cerver.errors import BadRequest
 from cerver.llm import keys, routing
@@ -33,12 +33,13 @@ class LlmService:
         """The account's own model endpoints, by harness: keys (and base URLs) it registered
         with ``POST /v2/account/providers``, which override the deployment's. Resolved at
         every turn, so a rotated key takes effect on the next one."""
-        own: dict[str, Endpoint] = {}
-        for harness in keys.KEY_NAMES:
-            found = await credentials_for(self.settings, self.store, account_id, harness)
-            if found:
-                own[harness] = keys.account_endpoint(harness, found, self.settings)
-        return own
+        found = await credentials_of_each(
+            self.settings, self.store, account_id, list(keys.KEY_NAMES)
+        )
+        return {
+            harness: keys.account_endpoint(harness, values, self.settings)
+            for harness, values in found.items()
+        }
 
     def harness_for(self, entry: ModelEntry, own: Mapping[str, Endpoint] | None = None) -> Harness:
         endpoint = (own or {}).get(entry.harness) or keys.endpoint_for(entry.harness, self.settings)

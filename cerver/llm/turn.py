@@ -40,7 +40,7 @@ from cerver.llm.types import Call, Completion, Message, TextDelta, Usage
 from cerver.llm.wire import RunLlmRequest, RunLlmResponse, TokenUsage
 from cerver.store import SessionRow, TranscriptEntry
 from cerver.store.ids import new_id
-from cerver.store.llm_spend import SpendRow
+from cerver.store.llm_spend import SpendRow, Write
 
 ToolRunner = Callable[[dict[str, Any]], Awaitable[ToolOutcome]]
 ABORTED = "the turn ended before the model finished (the client went away or the upstream failed)"
@@ -98,6 +98,7 @@ class Turn:
         self._last = Completion()
         self._tool_error_left = False
         self._prepaid: str | None = None
+        self._unsettled: list[tuple[str, SpendRow]] = []  # calls whose spend is not written
 
     # --- the turn ------------------------------------------------------------------------
     async def events(self) -> AsyncIterator[Event]:
@@ -105,16 +106,16 @@ class Turn:
         room = first.context_window - self.plan.max_output_tokens - self._own_tokens()
         past, self.dropped_turns = history(self.entries, budget_tokens=max(0, room))
         messages = [*past, Message(role="user", text=self.body.input)]
-        # The first reservation happens before the user entry: a turn over budget leaves
-        # nothing behind (402 before any upstream call).
+        # The first reservation and the user entry commit together: a turn over budget
+        # leaves nothing behind (402 before any upstream call).
+        user = {"text": self.body.input, "model": self.body.model}
         self._prepaid = await self.service.budget.reserve(
-            self.row.account_id, self.row.id, first, self._call(first, messages)
+            self.row.account_id,
+            self.row.id,
+            first,
+            self._call(first, messages),
+            then=self._writer("user", user),
         )
-        try:
-            await self._append("user", {"text": self.body.input, "model": self.body.model})
-        except BaseException:
-            await shielded(self.service.budget.release(self._prepaid))
-            raise
         try:
             rungs = [self.plan.models, *[[e] for e in self.plan.ladder]]
             for index, models in enumerate(rungs):
@@ -141,6 +142,8 @@ class Turn:
         finally:
             if not self.finished:
                 await shielded(self._record_abort())
+            while self._unsettled:  # a write that would have carried them failed
+                await shielded(self._settle_next())
             if self._prepaid is not None:
                 await shielded(self.service.budget.release(self._prepaid))
 
@@ -169,7 +172,7 @@ class Turn:
                     yield Event(kind="delta", data={"text": item.text})
                 else:
                     answered, reservation = item
-                    await self._settle(reservation, answered.entry, answered.completion, messages)
+                    self._settle(reservation, answered.entry, answered.completion, messages)
             assert answered is not None
             completion = answered.completion
             self.model_used = answered.entry
@@ -223,7 +226,7 @@ class Turn:
             return prepaid
         return await self.service.budget.reserve(self.row.account_id, self.row.id, entry, call)
 
-    async def _settle(
+    def _settle(
         self, reservation: str, entry: ModelEntry, completion: Completion, messages: list[Message]
     ) -> None:
         usage, estimated = completion.usage, False
@@ -232,27 +235,30 @@ class Turn:
                 self._estimate(messages, "".join(self.text_so_far) or completion.text),
                 True,
             )
-        await self._settle_usage(reservation, entry, usage, estimated)
+        self._settle_usage(reservation, entry, usage, estimated)
 
-    async def _settle_usage(
+    def _settle_usage(
         self, reservation: str, entry: ModelEntry, usage: Usage, estimated: bool
     ) -> None:
+        """Count the call in the turn's tally; its settlement is written with the turn's
+        next transcript entry, in the same transaction (one commit instead of two). Until
+        then its reservation, the call's worst case, stays held: never less than it cost."""
         cost = self.service.prices.cost(entry, usage)
         premium = self.service.premium()
         baseline = self.service.prices.cost(premium, usage) if premium is not None else cost
-        await self.service.budget.settle(
-            reservation,
-            self.row.account_id,
-            self.row.id,
-            SpendRow(
-                turn_id=self.turn_id,
-                model=entry.name,
-                harness=entry.harness,
-                **usage.model_dump(),
-                cost_usd=cost,
-                baseline_usd=baseline,
-                estimated=estimated,
-            ),
+        self._unsettled.append(
+            (
+                reservation,
+                SpendRow(
+                    turn_id=self.turn_id,
+                    model=entry.name,
+                    harness=entry.harness,
+                    **usage.model_dump(),
+                    cost_usd=cost,
+                    baseline_usd=baseline,
+                    estimated=estimated,
+                ),
+            )
         )
         self.tally.usage = self.tally.usage + usage
         self.tally.cost_usd += cost
@@ -272,7 +278,7 @@ class Turn:
         )
         if entry is not None and call is not None and reservation is not None:
             usage = self._estimate(call.messages, "".join(self.text_so_far))
-            await self._settle_usage(reservation, entry, usage, True)
+            self._settle_usage(reservation, entry, usage, True)
         if self.text_so_far or self.tally.calls:
             await self._append(
                 "assistant",
@@ -289,10 +295,33 @@ class Turn:
             )
 
     # --- transcript ----------------------------------------------------------------------
+    def _writer(self, type_: str, content: dict[str, Any]) -> Write:
+        """The transcript entry, to be written inside another write's transaction."""
+        sessions, session_id = self.service.store.sessions, self.row.id
+        return lambda conn: sessions.append_in(conn, session_id, type_, content)
+
     async def _append(self, type_: str, content: dict[str, Any]) -> int:
-        return await asyncio.to_thread(
-            self.service.store.sessions.append, self.row.id, type_, content
-        )
+        """Append an entry; a call still to settle is settled in the same transaction."""
+        while len(self._unsettled) > 1:
+            await self._settle_next()
+        if not self._unsettled:
+            return await asyncio.to_thread(
+                self.service.store.sessions.append, self.row.id, type_, content
+            )
+        return int(await self._settle_next(then=self._writer(type_, content)))
+
+    async def _settle_next(self, then: Write | None = None) -> Any:
+        """Write the oldest pending settlement (and ``then``). It is taken off the list
+        before the write: a turn cancelled while the worker thread commits must not settle
+        it twice. A write that failed (rolled back) puts it back, for the end of the turn."""
+        reservation, row = pending = self._unsettled.pop(0)
+        try:
+            return await self.service.budget.settle(
+                reservation, self.row.account_id, self.row.id, row, then=then
+            )
+        except Exception:
+            self._unsettled.insert(0, pending)
+            raise
 
     async def _append_assistant(self, done: Completion, superseded: str | None = None) -> int:
         content: dict[str, Any] = {

@@ -62,8 +62,10 @@ async def run_llm(
             runtime=row.runtime,
         )
     service = llm_of(c)
-    own = await service.endpoints_of(who.id)  # the account's own model keys, if any
-    entries = await asyncio.to_thread(c.store.sessions.transcript, row.id, limit=MAX_TRANSCRIPT)
+    own, entries = await asyncio.gather(  # two reads, side by side
+        service.endpoints_of(who.id),  # the account's own model keys, if any
+        asyncio.to_thread(c.store.sessions.transcript, row.id, limit=MAX_TRANSCRIPT),
+    )
     past = exchanges(entries)
     context = sum(estimate_tokens(e.user) + estimate_tokens(e.assistant) for e in past)
     models, ladder, decision = service.plan_models(

@@ -18,9 +18,10 @@ bound of the real cost (cerver/llm/budget.py says how it is computed).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import Connection, Engine, delete, func, insert, select
@@ -34,6 +35,8 @@ L, SP = schema.account_limits, schema.llm_spend
 # A reservation older than this belongs to a call whose process died before settling: it
 # stops holding budget (no call lives this long: see CERVER_LLM_TIMEOUT_S and the retries).
 STALE_RESERVATION_S = 3600.0
+
+Write = Callable[[Connection], Any]  # more writes for the same transaction
 
 
 def month_of(ts: float) -> str:
@@ -128,9 +131,11 @@ class LlmSpend:
         harness: str,
         amount_usd: float,
         default_budget_usd: float | None,
+        then: Write | None = None,
     ) -> str:
         """Hold ``amount_usd`` against the month's budget; returns the reservation id.
-        Raises BudgetShortfall (and holds nothing) when it does not fit."""
+        Raises BudgetShortfall (and holds nothing) when it does not fit. ``then`` writes
+        more in the same transaction (a turn's user entry): both commit, or neither."""
         stamp = time.time()
         month = month_of(stamp)
         with self._locked(account_id) as conn:
@@ -154,11 +159,20 @@ class LlmSpend:
                     created_at=stamp,
                 )
             )
+            if then is not None:
+                then(conn)
             return reservation
 
     def settle(
-        self, reservation: str, account_id: str, session_id: str | None, row: SpendRow
-    ) -> None:
+        self,
+        reservation: str,
+        account_id: str,
+        session_id: str | None,
+        row: SpendRow,
+        then: Write | None = None,
+    ) -> Any:
+        """Replace the reservation with the call's real spend; ``then`` writes more in the
+        same transaction (the turn's next transcript entry) and its result is returned."""
         stamp = time.time()
         with self.engine.begin() as conn:
             conn.execute(delete(SP).where(SP.c.id == reservation))
@@ -173,6 +187,7 @@ class LlmSpend:
                     created_at=stamp,
                 )
             )
+            return then(conn) if then is not None else None
 
     def release(self, reservation: str) -> None:
         with self.engine.begin() as conn:

@@ -181,55 +181,72 @@ class Sessions:
         """Append one entry (and optionally update the session row in the same transaction),
         trimming the oldest exec output past ``budget_bytes``. Returns the entry's seq.
         Committed before this returns."""
-        size = entry_size(content)
         for _attempt in range(5):
             try:
                 with self.engine.begin() as conn:
-                    locked = conn.execute(
-                        select(S.c.id).where(S.c.id == session_id).with_for_update()
-                    ).first()
-                    if locked is None:
-                        raise RuntimeError(
-                            f"could not append to the transcript of {session_id}: no such session"
-                        )
-                    if session_values:
-                        conn.execute(
-                            update(S)
-                            .where(S.c.id == session_id)
-                            .values(updated_at=now(), **session_values)
-                        )
-                    next_seq = (
-                        select(func.coalesce(func.max(T.c.seq), 0) + 1)
-                        .where(T.c.session_id == session_id)
-                        .scalar_subquery()
+                    return self.append_in(
+                        conn,
+                        session_id,
+                        type_,
+                        content,
+                        session_values=session_values,
+                        budget_bytes=budget_bytes,
                     )
-                    seq = conn.execute(
-                        insert(T)
-                        .from_select(
-                            ["session_id", "seq", "ts", "type", "content", "size"],
-                            select(
-                                literal(session_id),
-                                next_seq,
-                                literal(now()),
-                                literal(type_),
-                                literal(content, type_=T.c.content.type),
-                                literal(size),
-                            ),
-                        )
-                        .returning(T.c.seq)
-                    ).scalar_one()
-                    total = conn.execute(
-                        update(S)
-                        .where(S.c.id == session_id)
-                        .values(transcript_bytes=S.c.transcript_bytes + size)
-                        .returning(S.c.transcript_bytes)
-                    ).scalar_one()
-                    if budget_bytes is not None and total > budget_bytes:
-                        self._trim(conn, session_id, total - budget_bytes, budget_bytes, seq)
-                    return int(seq)
             except IntegrityError:
                 continue
         raise RuntimeError(f"could not append to the transcript of {session_id}")
+
+    def append_in(
+        self,
+        conn: Connection,
+        session_id: str,
+        type_: str,
+        content: dict[str, Any],
+        *,
+        session_values: dict[str, Any] | None = None,
+        budget_bytes: int | None = None,
+    ) -> int:
+        """``append`` inside the caller's transaction (e.g. with a budget settlement, so
+        one commit holds both); committed when the caller commits."""
+        size = entry_size(content)
+        locked = conn.execute(select(S.c.id).where(S.c.id == session_id).with_for_update()).first()
+        if locked is None:
+            raise RuntimeError(
+                f"could not append to the transcript of {session_id}: no such session"
+            )
+        if session_values:
+            conn.execute(
+                update(S).where(S.c.id == session_id).values(updated_at=now(), **session_values)
+            )
+        next_seq = (
+            select(func.coalesce(func.max(T.c.seq), 0) + 1)
+            .where(T.c.session_id == session_id)
+            .scalar_subquery()
+        )
+        seq = conn.execute(
+            insert(T)
+            .from_select(
+                ["session_id", "seq", "ts", "type", "content", "size"],
+                select(
+                    literal(session_id),
+                    next_seq,
+                    literal(now()),
+                    literal(type_),
+                    literal(content, type_=T.c.content.type),
+                    literal(size),
+                ),
+            )
+            .returning(T.c.seq)
+        ).scalar_one()
+        total = conn.execute(
+            update(S)
+            .where(S.c.id == session_id)
+            .values(transcript_bytes=S.c.transcript_bytes + size)
+            .returning(S.c.transcript_bytes)
+        ).scalar_one()
+        if budget_bytes is not None and total > budget_bytes:
+            self._trim(conn, session_id, total - budget_bytes, budget_bytes, seq)
+        return int(seq)
 
     def _trim(
         self, conn: Connection, session_id: str, excess: int, budget_bytes: int, newest: int

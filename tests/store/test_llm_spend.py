@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from cerver.store.accounts import Accounts
 from cerver.store.llm_spend import BudgetShortfall, LlmSpend, SpendRow
@@ -74,3 +74,56 @@ def test_budget_sources_and_release(engine: Engine) -> None:
     assert ledger.month(account).reserved_usd == pytest.approx(100.0)
     ledger.set_budget(account, None)
     assert ledger.budget(account) is None
+
+
+def test_a_turns_entries_commit_with_its_reservation_and_settlement(engine: Engine) -> None:
+    """run-llm writes the user entry with the reservation and the assistant entry with the
+    settlement (one transaction each): both land, or neither does."""
+    from functools import partial
+
+    from cerver.store.sessions import Sessions
+    from tests.store.rows import session_row
+
+    account = Accounts(engine).get_or_create("carol").id
+    ledger, sessions = LlmSpend(engine), Sessions(engine)
+    row = session_row(account)
+    sessions.create(row, [])
+    ledger.set_budget(account, 1.0)
+
+    def user(conn: Connection) -> int:
+        return sessions.append_in(conn, row.id, "user", {"text": "hi"})
+
+    # Over budget: no reservation and no user entry.
+    with pytest.raises(BudgetShortfall):
+        ledger.reserve(account, row.id, model="m", harness="openai", amount_usd=2.0,
+                       default_budget_usd=None, then=user)  # fmt: skip
+    assert sessions.transcript(row.id) == [] and ledger.month(account).reserved_usd == 0.0
+    # The entry fails (no such session): the reservation is rolled back with it.
+    with pytest.raises(RuntimeError, match="no such session"):
+        ledger.reserve(account, row.id, model="m", harness="openai", amount_usd=0.5,
+                       default_budget_usd=None,
+                       then=partial(sessions.append_in, session_id="sess_gone",
+                                    type_="user", content={}))  # fmt: skip
+    assert ledger.month(account).reserved_usd == 0.0
+    reservation = ledger.reserve(account, row.id, model="m", harness="openai", amount_usd=0.5,
+                                 default_budget_usd=None, then=user)  # fmt: skip
+    assert [e.type for e in sessions.transcript(row.id)] == ["user"]
+    spent = SpendRow(model="m", harness="openai", cost_usd=0.01)
+
+    # A settlement whose entry fails leaves the reservation held (the worst case), not lost.
+    def broken(conn: Connection) -> int:
+        raise RuntimeError("the entry could not be written")
+
+    with pytest.raises(RuntimeError):
+        ledger.settle(reservation, account, row.id, spent, then=broken)
+    assert ledger.month(account).reserved_usd == pytest.approx(0.5)
+    seq = ledger.settle(
+        reservation,
+        account,
+        row.id,
+        spent,
+        then=lambda conn: sessions.append_in(conn, row.id, "assistant", {"text": "yo"}),
+    )
+    assert seq == 2 and [e.type for e in sessions.transcript(row.id)] == ["user", "assistant"]
+    month = ledger.month(account)
+    assert (month.spent_usd, month.reserved_usd) == (pytest.approx(0.01), 0.0)

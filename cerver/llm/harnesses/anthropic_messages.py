@@ -15,6 +15,8 @@ from cerver.llm.harnesses.base import (
     Endpoint,
     Harness,
     parse_arguments,
+    plain,
+    post_json,
     translate_sdk_error,
 )
 from cerver.llm.types import Call, Completion, Message, TextDelta, ToolCall, Usage
@@ -67,12 +69,12 @@ class AnthropicMessages(Harness):
 
     async def complete(self, call: Call) -> Completion:
         try:
-            message = await self.client.messages.create(**self._params(call))
+            message = await post_json(self.client, "/v1/messages", self._params(call))
         except self._sdk.AnthropicError as exc:
             raise translate_sdk_error(exc, self._sdk) from exc
         texts = [b.text for b in message.content if b.type == "text"]
         calls = [
-            ToolCall(id=b.id, name=b.name, arguments=dict(b.input or {}))
+            ToolCall(id=b.id, name=b.name, arguments=plain(b.input) or {})
             for b in message.content
             if b.type == "tool_use"
         ]

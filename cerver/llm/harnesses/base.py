@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
@@ -93,6 +94,47 @@ def translate_sdk_error(exc: Exception, sdk: object) -> UpstreamError:
             retry_after_s=retry_after_of(exc.response.headers),
         )
     raise exc
+
+
+async def post_json(client: Any, path: str, body: dict[str, Any]) -> Any:
+    """POST ``body`` through an ``openai``/``anthropic`` SDK client's own ``post`` (its base
+    URL, key, headers, timeout and error classes) and return the JSON answer with attribute
+    access, as the SDK's models give it.
+
+    Why not ``client.<resource>.create``: for a JSON answer it walks the request's type
+    annotations to transform the body (a no-op for the plain dicts the harnesses build) and
+    constructs the response's models, which together cost several milliseconds per call,
+    most of a turn's overhead against a fast upstream (docs/performance.md). With
+    ``cast_to=object`` the SDK hands back the decoded JSON. Streams still use ``create``."""
+    return fields(await client.post(path, body=body, cast_to=object))
+
+
+class Fields(SimpleNamespace):
+    """A JSON object with attribute access; a field the answer left out reads as None, as
+    on the SDK's models."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return None
+
+
+def fields(value: Any) -> Any:
+    """Decoded JSON with attribute access for its objects (``Fields``)."""
+    if isinstance(value, dict):
+        return Fields(**{key: fields(item) for key, item in value.items()})
+    if isinstance(value, list):
+        return [fields(item) for item in value]
+    return value
+
+
+def plain(value: Any) -> Any:
+    """The inverse of ``fields``: plain JSON data again (dicts and lists)."""
+    if isinstance(value, Fields):
+        return {key: plain(item) for key, item in vars(value).items()}
+    if isinstance(value, list):
+        return [plain(item) for item in value]
+    return value
 
 
 def parse_arguments(raw: str | None) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Any
 from cerver.llm.aio import shielded
 from cerver.llm.harnesses.base import (
     parse_arguments,
+    post_json,
     translate_sdk_error,
 )
 from cerver.llm.harnesses.openai_responses import OpenAIResponses
@@ -53,7 +54,7 @@ class OpenAIChat(OpenAIResponses):
 
     async def complete(self, call: Call) -> Completion:
         try:
-            response = await self.client.chat.completions.create(**self._params(call))
+            response = await post_json(self.client, "/chat/completions", self._params(call))
         except self._sdk.OpenAIError as exc:
             raise translate_sdk_error(exc, self._sdk) from exc
         choice = response.choices[0]

@@ -15,6 +15,7 @@ from cerver.llm.harnesses.base import (
     Harness,
     UpstreamError,
     parse_arguments,
+    post_json,
     translate_sdk_error,
 )
 from cerver.llm.types import Call, Completion, Message, TextDelta, ToolCall, Usage
@@ -61,7 +62,7 @@ class OpenAIResponses(Harness):
 
     async def complete(self, call: Call) -> Completion:
         try:
-            response = await self.client.responses.create(**self._params(call))
+            response = await post_json(self.client, "/responses", self._params(call))
         except self._sdk.OpenAIError as exc:
             raise translate_sdk_error(exc, self._sdk) from exc
         return _completion(response)
