@@ -63,6 +63,9 @@ class CreateSession(Strict):
     repo: RepoInfo | None = None
     requirements: Requirements | None = None
     policy: Policy | None = None
+    # issue 13 (llmmodels): the session's own LLM budget over its life (docs/llm.md);
+    # either form. Also PUT /v2/sessions/:id/limits.
+    llm_budget_usd: float | None = Field(default=None, ge=0.0)
 
     @field_validator("harness")
     @classmethod

@@ -94,7 +94,15 @@ async def _create_session(c: AppContext, who: Account, body: CreateSession) -> S
         "runtime": runtime,
         "compute": "none (transcript-only)" if not candidates else "requested",
     }
-    await asyncio.to_thread(c.store.sessions.create, row, [("system", opening)])
+    if body.llm_budget_usd is not None:  # in place before the session can take a turn
+        await asyncio.to_thread(
+            c.store.llm_spend.set_session_budget, row.id, who.id, body.llm_budget_usd
+        )
+    try:
+        await asyncio.to_thread(c.store.sessions.create, row, [("system", opening)])
+    except BaseException:
+        await asyncio.to_thread(c.store.llm_spend.forget_session, row.id)
+        raise
     if candidates:
         await _provision_first_that_works(c, row, candidates)
     fresh = await owned_session(c, who, row.id)
@@ -152,6 +160,7 @@ async def _provision_first_that_works(c: AppContext, row: SessionRow, candidates
 async def _undo_create(c: AppContext, row: SessionRow) -> None:
     await c.sessions.abandon(row.id)
     await asyncio.to_thread(c.store.sessions.delete, row.id)
+    await asyncio.to_thread(c.store.llm_spend.forget_session, row.id)
 
 
 @router.get("/v2/sessions")
