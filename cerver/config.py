@@ -100,35 +100,6 @@ def _env_networks(name: str) -> list[str]:
     return found
 
 
-def new_record_key() -> SecretStr:
-    """A fresh Fernet key (32 random bytes, urlsafe base64) for sealing env values."""
-    import base64
-
-    return SecretStr(base64.urlsafe_b64encode(os.urandom(32)).decode())
-
-
-def _record_key(home: Path) -> SecretStr:
-    """``CERVER_RECORD_KEY``, else ``$CERVER_HOME/record.key`` (made on first start, 0600)."""
-    raw = os.environ.get("CERVER_RECORD_KEY", "").strip()
-    if raw:
-        if len(raw) != 44:
-            raise ConfigError(
-                "CERVER_RECORD_KEY must be a Fernet key (44 characters of urlsafe base64); "
-                "make one with: python -c 'import base64,os; "
-                "print(base64.urlsafe_b64encode(os.urandom(32)).decode())'"
-            )
-        return SecretStr(raw)
-    path = home / "record.key"
-    if path.exists():
-        return SecretStr(path.read_text().strip())
-    key = new_record_key()
-    home.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(key.get_secret_value())
-    return key
-
-
 def _env_list(name: str) -> tuple[str, ...]:
     """A comma-separated list; blanks dropped."""
     raw = os.environ.get(name) or ""
@@ -230,8 +201,6 @@ class Settings(BaseModel):
     stress_jobs_max: int = 200  # stress-test jobs kept (running or finished)
     stress_job_ttl_s: float = 3600.0  # finished jobs are forgotten after this
     trusted_proxies: list[str] = []  # peers whose X-Forwarded-For the rate limiter believes
-    # Seals env values in stored compute records (cerver/store/sealing.py).
-    record_key: SecretStr = Field(default_factory=new_record_key)
     # --- end of account caps ------------------------------------------------------------
     # E2B: control-plane URL; sandbox URL ("" = E2B's own routing); template; how long a
     # sandbox runs unused before E2B pauses it (state kept; the next run resumes it).
@@ -273,8 +242,12 @@ class Settings(BaseModel):
     secrets_backend: str = "env"
     # Names (and PREFIX* patterns) a credential reference may name; empty: none resolve.
     secret_refs: tuple[str, ...] = ()
-    # The key that seals credential values at rest; unset: CERVER_HOME/secret.key (0600).
+    # The one key sealing values at rest: provider credentials and compute-record env values
+    # (cerver/secretbox.py). from_env resolves it (CERVER_SECRET_KEY, else the old
+    # CERVER_RECORD_KEY, else CERVER_HOME/secret.key); None: the files in ``home``.
     secret_key: SecretStr | None = None
+    # Keys found under the old names that still open what they sealed, never seal.
+    older_secret_keys: tuple[SecretStr, ...] = ()
     vercel_api_url: str = DEFAULT_VERCEL_API_URL
     daytona_api_url: str = DEFAULT_DAYTONA_API_URL
 
@@ -331,7 +304,6 @@ class Settings(BaseModel):
             dashboard_session_hours=_env_float(
                 "CERVER_DASHBOARD_SESSION_HOURS", 12.0, minimum=0.01
             ),
-            record_key=_record_key(home),
             ingress_replicas=_env_int("CERVER_INGRESS_REPLICAS", 1, minimum=1),
             relay_login_ttl_s=_env_float("CERVER_RELAY_LOGIN_TTL_S", 900.0, minimum=1.0),
             relay_poll_interval_s=_env_float("CERVER_RELAY_POLL_INTERVAL_S", 5.0, minimum=0.1),
@@ -346,12 +318,26 @@ class Settings(BaseModel):
             p69_api_key=_env_str("P69_API_KEY", ""),
             secrets_backend=_env_choice("CERVER_SECRETS_BACKEND", "env", ("env",)),
             secret_refs=_env_list("CERVER_SECRET_REFS"),
-            secret_key=SecretStr(os.environ["CERVER_SECRET_KEY"])
-            if os.environ.get("CERVER_SECRET_KEY")
-            else None,
+            **_secret_keys(home),
             vercel_api_url=_env_str("CERVER_VERCEL_API_URL", DEFAULT_VERCEL_API_URL),
             daytona_api_url=_env_str("CERVER_DAYTONA_API_URL", DEFAULT_DAYTONA_API_URL),
         )
+
+
+def _secret_keys(home: Path) -> dict[str, Any]:
+    """The one at-rest key and the older ones (cerver/secretbox.py); old names in use are
+    logged as warnings (from_env runs once, at a process's start)."""
+    import logging
+
+    from cerver.secretbox import resolve_keys
+
+    keys = resolve_keys(home, os.environ)
+    for notice in keys.notices:
+        logging.getLogger("cerver.config").warning(notice)
+    return {
+        "secret_key": SecretStr(keys.primary),
+        "older_secret_keys": tuple(SecretStr(k) for k in keys.older),
+    }
 
 
 def _limits_from_env() -> dict[str, Any]:

@@ -5,6 +5,8 @@ in the registration path changes. ``verify`` names an async callable
 ``(settings, credentials) -> None`` ("module:function") that makes one cheap
 authenticated call and raises ``ProviderAuthFailed`` for a refused key; for a provider
 with a compute adapter and no ``verify``, the adapter's ``verify_credentials`` is used.
+``models``: the registration may declare the model names its endpoint serves
+(``"models": [...]``, checked in ``cerver.provider_credentials``); other providers refuse it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ class CredentialSchema:
     required: tuple[str, ...]
     optional: tuple[str, ...] = ()
     verify: str | None = None
+    models: bool = False
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -33,5 +36,7 @@ SCHEMAS: dict[str, CredentialSchema] = {
     # deployment's. No check call at registration: a refused key answers 502 on the turn.
     "openai": CredentialSchema(required=("api_key",), optional=("base_url",)),
     "anthropic": CredentialSchema(required=("api_key",), optional=("base_url",)),
-    "openai-compatible": CredentialSchema(required=("base_url",), optional=("api_key",)),
+    "openai-compatible": CredentialSchema(
+        required=("base_url",), optional=("api_key",), models=True
+    ),
 }

@@ -33,7 +33,8 @@ class ComputeChoice(Strict):
     env: dict[str, str] = Field(default_factory=dict)
     resources: Resources = Field(default_factory=Resources)
     options: dict[str, Any] = Field(default_factory=dict)
-    # When the compute is offline (a relay host), move to the recommendation instead of a 409.
+    # Deprecated: the old name of CreateSession.fallback (docs/sessions.md, "Fallback").
+    # Still accepted on create, where it means exactly the top-level flag.
     fallback: bool = False
 
     _env = field_validator("env")(check_env)
@@ -53,8 +54,9 @@ class CreateSession(Strict):
     compute: ComputeChoice | None = None
     harness: str | None = None
     runtime: Language | None = None
-    # Short form: if provisioning `compute.provider` fails, try the account's other
-    # providers in the recommendation's order (routing.attempts says what was tried).
+    # Short form: if the compute asked for cannot be had (provisioning fails, or a relay
+    # host is offline), go on in the recommendation's order (routing.attempts says what was
+    # tried). The one failover flag of a create; `compute.fallback` is its old name.
     fallback: bool = False
     # Long form: routed through /gateway/recommend, validated here by its own models so a
     # bad nested field is a 422 that names it (body.policy.mode, ...).
@@ -63,6 +65,9 @@ class CreateSession(Strict):
     repo: RepoInfo | None = None
     requirements: Requirements | None = None
     policy: Policy | None = None
+    # issue 13 (llmmodels): the session's own LLM budget over its life (docs/llm.md);
+    # either form. Also PUT /v2/sessions/:id/limits.
+    llm_budget_usd: float | None = Field(default=None, ge=0.0)
 
     @field_validator("harness")
     @classmethod
@@ -78,9 +83,24 @@ class CreateSession(Strict):
     def compute_given(self) -> bool:
         return "compute" in self.model_fields_set
 
+    @property
+    def wants_fallback(self) -> bool:
+        """The top-level ``fallback``, or its old name ``compute.fallback``."""
+        return self.fallback or (self.compute is not None and self.compute.fallback)
+
 
 class SwapCompute(Strict):
     compute: ComputeChoice | None
+
+    @model_validator(mode="after")
+    def _no_fallback(self) -> SwapCompute:
+        # It used to be accepted here and ignored; a flag that does nothing is refused.
+        if self.compute is not None and self.compute.fallback:
+            raise ValueError(
+                "compute.fallback applies to POST /v2/sessions only (the old name of its "
+                "top-level fallback); a swap moves to exactly the compute named: drop it"
+            )
+        return self
 
 
 class RunRequest(Strict):

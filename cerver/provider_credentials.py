@@ -25,6 +25,8 @@ from cerver.secrets import ResolvedCredentials
 from cerver.store import Store
 
 MAX_VALUE_LEN = 4096
+MAX_MODELS = 100
+MAX_MODEL_NAME = 100  # llm_spend.model holds 100 characters
 
 
 def schema_for(provider: str) -> CredentialSchema:
@@ -84,6 +86,48 @@ def split_fields(
     return values, refs
 
 
+def check_models(provider: str, models: object) -> list[str]:
+    """A registration's ``models``: for a provider whose schema takes them, a non-empty list
+    of distinct, non-empty names, none of them a catalog model or ``auto`` (an account's
+    model never silently shadows one the catalog routes elsewhere); refused for the others.
+    ``None`` (not given) is an empty list."""
+    schema = schema_for(provider)
+    if models is None:
+        return []
+    if not schema.models:
+        takes = sorted(name for name, s in SCHEMAS.items() if s.models)
+        raise Unprocessable(
+            f"models: {provider} takes no model list (only {', '.join(takes)} does); drop it",
+            details={"field": "models"},
+        )
+    if not isinstance(models, list) or not models or len(models) > MAX_MODELS:
+        raise Unprocessable(
+            f"models must be a non-empty list of at most {MAX_MODELS} model names, "
+            'e.g. ["llama-3.1-8b"]',
+            details={"field": "models"},
+        )
+    from cerver.llm.catalog import CATALOG
+
+    names: list[str] = []
+    for index, name in enumerate(models):
+        where = f"models[{index}]"
+        if not isinstance(name, str) or not name.strip() or len(name) > MAX_MODEL_NAME:
+            raise Unprocessable(
+                f"{where} must be a non-empty model name of at most {MAX_MODEL_NAME} characters",
+                details={"field": where},
+            )
+        if name in CATALOG or name == "auto":
+            owner = CATALOG[name].harness if name in CATALOG else "routing"
+            raise Unprocessable(
+                f"{where}: {name!r} is a catalog model served by the {owner} harness "
+                "(or a reserved name); name your endpoint's model differently",
+                details={"field": where, "model": name},
+            )
+        if name not in names:
+            names.append(name)
+    return names
+
+
 Verifier = Callable[[Settings, ResolvedCredentials], Awaitable[None]]
 
 
@@ -109,11 +153,17 @@ def _verifier(provider: str) -> Verifier | None:
 
 
 async def register(
-    settings: Settings, store: Store, account_id: str, provider: str, credentials: object
+    settings: Settings,
+    store: Store,
+    account_id: str,
+    provider: str,
+    credentials: object,
+    models: object = None,
 ) -> list[str]:
-    """Validate, check with the provider, then store (replacing: a rotation). Nothing is
-    stored when any step fails. Returns the registered field names."""
+    """Validate, check with the provider, then store (replacing: a rotation, models too).
+    Nothing is stored when any step fails. Returns the registered field names."""
     values, refs = split_fields(settings, provider, credentials)
+    declared = check_models(provider, models)
     resolved = ResolvedCredentials(
         {**values, **secrets.resolve_references(settings, provider, refs)}
     )
@@ -128,7 +178,7 @@ async def register(
             ) from None
     box = await asyncio.to_thread(SecretBox, settings)
     sealed = {field: box.seal(value) for field, value in values.items()}
-    await asyncio.to_thread(store.credentials.put, account_id, provider, refs, sealed)
+    await asyncio.to_thread(store.credentials.put, account_id, provider, refs, sealed, declared)
     return sorted({*values, *refs})
 
 
@@ -150,9 +200,11 @@ def resolve_credentials(
 
 
 def describe(store: Store, account_id: str) -> list[dict[str, Any]]:
-    """What the account registered: providers, field names, times. Never a value."""
-    return [
-        {
+    """What the account registered: providers, field names, declared models, times. Never
+    a value."""
+    listed = []
+    for row in store.credentials.for_account(account_id):
+        view: dict[str, Any] = {
             "provider": row.provider,
             "fields": row.field_names,
             "references": sorted(row.refs),
@@ -160,8 +212,21 @@ def describe(store: Store, account_id: str) -> list[dict[str, Any]]:
             "updated_at": row.updated_at,
             "last_used_at": row.last_used_at,
         }
-        for row in store.credentials.for_account(account_id)
-    ]
+        if provider_takes_models(row.provider):
+            view["models"] = row.models
+        listed.append(view)
+    return listed
+
+
+def provider_takes_models(provider: str) -> bool:
+    found = SCHEMAS.get(provider)
+    return found is not None and found.models
+
+
+def declared_models(store: Store, account_id: str, provider: str) -> list[str]:
+    """The models the account declared for ``provider`` (blocking: call off the loop)."""
+    row = store.credentials.get(account_id, provider)
+    return row.models if row is not None else []
 
 
 async def remove(store: Store, account_id: str, provider: str, *, force: bool) -> list[str]:
@@ -185,6 +250,8 @@ async def remove(store: Store, account_id: str, provider: str, *, force: bool) -
 
 
 __all__ = [
+    "check_models",
+    "declared_models",
     "describe",
     "register",
     "remove",

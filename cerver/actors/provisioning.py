@@ -29,16 +29,18 @@ from cerver.store.ids import new_id, now
 
 def record_of(settings: Settings, stored: dict[str, Any]) -> SandboxRecord:
     """A stored compute record as its adapter needs it: env values opened again."""
+    from cerver.secretbox import SecretBox
     from cerver.store.sealing import open_record
 
-    return SandboxRecord.model_validate(open_record(stored, settings.record_key.get_secret_value()))
+    return SandboxRecord.model_validate(open_record(stored, SecretBox(settings)))
 
 
 def stored_record(settings: Settings, record: SandboxRecord) -> dict[str, Any]:
     """A compute record as the store keeps it: env values sealed, never plaintext."""
+    from cerver.secretbox import SecretBox
     from cerver.store.sealing import seal_record
 
-    return seal_record(record.model_dump(mode="json"), settings.record_key.get_secret_value())
+    return seal_record(record.model_dump(mode="json"), SecretBox(settings))
 
 
 @dataclass

@@ -153,9 +153,11 @@ async def register_provider(
         value = str(form.get(f"f_{field}") or "").strip()
         if value:
             credentials[field] = {"secret": value} if form.get(f"ref_{field}") else value
+    # openai-compatible: the models its endpoint serves (blank: none of the account's own).
+    listed = [m.strip() for m in str(form.get("models") or "").split(",") if m.strip()]
     try:
         await provider_credentials.register(
-            c.settings, c.store, who.account.id, provider, credentials
+            c.settings, c.store, who.account.id, provider, credentials, listed or None
         )
     except CerverError as exc:
         return await _providers_page(request, c, who, **failed(exc))

@@ -5,7 +5,9 @@ reservation is settled with the real usage and cost. The store does both atomica
 (cerver/store/llm_spend.py), so concurrent turns never spend more than the budget.
 
 The account's own budget (``PUT /v2/account/limits``) wins over the deployment default
-(``CERVER_LLM_BUDGET_USD``; unset means no budget)."""
+(``CERVER_LLM_BUDGET_USD``; unset means no budget). A session may also have its own, over
+its life (``llm_budget_usd`` at create, ``PUT /v2/sessions/:id/limits``); a call must fit
+in both."""
 
 from __future__ import annotations
 
@@ -56,12 +58,19 @@ class Budget:
             )
         except BudgetShortfall as short:
             left = max(0.0, short.budget_usd - short.spent_usd - short.reserved_usd)
+            whose, where = (
+                (f"session {session_id}", f"PUT /v2/sessions/{session_id}/limits")
+                if short.scope == "session"
+                else ("the account", "PUT /v2/account/limits")
+            )
+            period = "" if short.scope == "session" else " this month"
             raise BudgetExceeded(
-                f"this turn could cost up to ${short.asked_usd:.6f} on {entry.name}, and the "
-                f"account has ${left:.6f} left of its ${short.budget_usd:g} LLM budget this "
-                "month; raise it with "
-                'PUT /v2/account/limits {"llm_budget_usd": ...}, or lower max_output_tokens',
+                f"this turn could cost up to ${short.asked_usd:.6f} on {entry.name}, and "
+                f"{whose} has ${left:.6f} left of its ${short.budget_usd:g} LLM budget"
+                f"{period}; raise it with "
+                f'{where} {{"llm_budget_usd": ...}}, or lower max_output_tokens',
                 details={
+                    "scope": short.scope,
                     "budget_usd": short.budget_usd,
                     "spent_usd": round(short.spent_usd, 8),
                     "reserved_usd": round(short.reserved_usd, 8),

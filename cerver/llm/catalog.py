@@ -6,7 +6,10 @@ The catalog keeps the names the docs use (``gpt-5``, ``claude-sonnet-4-5``, ...)
 the vendor has deprecated them, and passes the name upstream as given. A model the catalog
 knows picks its own harness whatever the session's ``harness`` says. Models served by an
 ``openai-compatible`` endpoint are declared by the deployment
-(``CERVER_OPENAI_COMPATIBLE_MODELS``).
+(``CERVER_OPENAI_COMPATIBLE_MODELS``) or by an account for its own endpoint
+(``POST /v2/account/providers {"provider": "openai-compatible", ..., "models": [...]}``):
+an account's catalog is the deployment's plus its own models, which no other account sees.
+A declared name never replaces a built-in entry (registration refuses those names).
 
 Quality tiers (for ``"model": "auto"``): 1 light (classification, short answers), 2 capable
 (everyday coding and writing), 3 frontier (hard reasoning, long multi-step work).
@@ -64,13 +67,19 @@ COMPATIBLE_CONTEXT = 32_768
 
 
 class Catalog:
-    """The catalog as this deployment sees it: the built-in entries plus its declared
-    openai-compatible models."""
+    """The catalog as one account sees it: the built-in entries, the deployment's declared
+    openai-compatible models, and the account's own (``extra_compatible``, listed first so
+    they are the openai-compatible default)."""
 
     def __init__(self, settings: Settings, extra_compatible: list[str] | None = None) -> None:
         self.settings = settings
         self.entries = dict(CATALOG)
-        for name in [*settings.openai_compatible_models, *(extra_compatible or [])]:
+        # The operator may route a built-in name to the endpoint on purpose; an account
+        # cannot (registration refuses catalog names).
+        self.compatible = list(
+            dict.fromkeys([*(extra_compatible or []), *settings.openai_compatible_models])
+        )
+        for name in self.compatible:
             self.entries[name] = ModelEntry(
                 name=name,
                 harness="openai-compatible",
@@ -84,8 +93,9 @@ class Catalog:
         if found is None:
             raise BadRequest(
                 f"unknown model {name!r}; known models: {', '.join(sorted(self.entries))} "
-                "(or 'auto'); declare models of your own endpoint with "
-                "CERVER_OPENAI_COMPATIBLE_MODELS",
+                "(or 'auto'); declare the models of your own endpoint with POST "
+                '/v2/account/providers {"provider": "openai-compatible", "credentials": '
+                '{"base_url": ...}, "models": [...]}',
                 details={"field": "model", "known": sorted(self.entries)},
             )
         return found
@@ -94,12 +104,8 @@ class Catalog:
         """The model a turn without ``model`` uses: the session harness's default."""
         chosen = harness if harness and harness != "none" else "openai"
         name = self.settings.llm_default_models.get(chosen)
-        if (
-            name is None
-            and chosen == "openai-compatible"
-            and self.settings.openai_compatible_models
-        ):
-            name = self.settings.openai_compatible_models[0]
+        if name is None and chosen == "openai-compatible" and self.compatible:
+            name = self.compatible[0]
         if name is None:
             raise BadRequest(
                 f'no default model for harness {chosen!r}; pass "model" '

@@ -4,7 +4,9 @@ anything is written so bad input leaves no trace."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from cerver.adapters.credentials import credentials_of_each
 from cerver.config import Settings
@@ -17,7 +19,19 @@ from cerver.llm.harnesses.base import Endpoint
 from cerver.llm.pool import HarnessPool
 from cerver.llm.prices import PriceTable
 from cerver.llm.wire import LlmPolicy, RunLlmRequest
+from cerver.provider_credentials import declared_models
 from cerver.store import SessionRow, Store
+
+COMPATIBLE = "openai-compatible"
+
+
+@dataclass(frozen=True)
+class AccountModels:
+    """What one account adds to the deployment: its own endpoints (keys, base URLs) by
+    harness, and the catalog it sees (with its declared openai-compatible models)."""
+
+    endpoints: Mapping[str, Endpoint] = field(default_factory=dict)
+    catalog: Catalog | None = None
 
 
 class LlmService:
@@ -41,15 +55,28 @@ class LlmService:
             for harness, values in found.items()
         }
 
+    async def account_models(self, account_id: str) -> AccountModels:
+        """The account's endpoints and catalog, read at every turn (a rotation or a new
+        model list takes effect on the next one). Its declared models count only while it
+        has its own openai-compatible endpoint, which serves them."""
+        own = await self.endpoints_of(account_id)
+        declared: list[str] = []
+        if COMPATIBLE in own:
+            declared = await asyncio.to_thread(declared_models, self.store, account_id, COMPATIBLE)
+        catalog = Catalog(self.settings, declared) if declared else self.catalog
+        return AccountModels(endpoints=own, catalog=catalog)
+
     def harness_for(self, entry: ModelEntry, own: Mapping[str, Endpoint] | None = None) -> Harness:
         endpoint = (own or {}).get(entry.harness) or keys.endpoint_for(entry.harness, self.settings)
         return self.pool.get(entry.harness, endpoint)
 
-    def callable_models(self, own: Mapping[str, Endpoint] | None = None) -> list[ModelEntry]:
+    def callable_models(self, account: AccountModels | None = None) -> list[ModelEntry]:
         """Catalog models whose harness can be called: the account has its own key for it,
         or this deployment has one."""
-        ready = {h: h in (own or {}) or keys.available(h, self.settings) for h in keys.KEY_NAMES}
-        return [e for e in self.catalog.entries.values() if ready.get(e.harness)]
+        own = account.endpoints if account is not None else {}
+        catalog = (account.catalog if account is not None else None) or self.catalog
+        ready = {h: h in own or keys.available(h, self.settings) for h in keys.KEY_NAMES}
+        return [e for e in catalog.entries.values() if ready.get(e.harness)]
 
     def premium(self) -> ModelEntry | None:
         """The baseline of savings: CERVER_PREMIUM_MODEL, else the priciest callable model."""
@@ -65,10 +92,12 @@ class LlmService:
         *,
         depth: int,
         context_tokens: int,
-        own: Mapping[str, Endpoint] | None = None,
+        account: AccountModels | None = None,
     ) -> tuple[list[ModelEntry], list[ModelEntry], routing.Decision | None]:
-        """(the model then its fallbacks, the cascade rungs above it, the routing)."""
-        fallbacks = [self.catalog.get(name) for name in body.fallbacks]
+        """(the model then its fallbacks, the cascade rungs above it, the routing), from
+        the catalog the account sees."""
+        catalog = (account.catalog if account is not None else None) or self.catalog
+        fallbacks = [catalog.get(name) for name in body.fallbacks]
         if body.model != "auto":
             if body.policy is not None:
                 raise BadRequest(
@@ -76,15 +105,15 @@ class LlmService:
                     details={"field": "policy"},
                 )
             first = (
-                self.catalog.get(body.model)
+                catalog.get(body.model)
                 if body.model
-                else self.catalog.default_for(body.harness or row.harness)
+                else catalog.default_for(body.harness or row.harness)
             )
             return [first, *fallbacks], [], None
         policy = body.policy or _DEFAULT_POLICY
-        pool = self.callable_models(own)
+        pool = self.callable_models(account)
         if policy.allowed_models is not None:
-            allowed = {self.catalog.get(name).name for name in policy.allowed_models}
+            allowed = {catalog.get(name).name for name in policy.allowed_models}
             pool = [e for e in pool if e.name in allowed]
         pool = [e for e in pool if self.prices.known(e)]
         turn = routing.features(
@@ -103,7 +132,7 @@ class LlmService:
                 "a key for another harness",
                 details={"field": "policy.allowed_models", "callable": [e.name for e in pool]},
             )
-        ladder = [self.catalog.get(name) for name in decision.ladder]
+        ladder = [catalog.get(name) for name in decision.ladder]
         rungs = ladder[1:] if policy.cascade else []
         return [ladder[0], *fallbacks], rungs, decision
 

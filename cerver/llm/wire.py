@@ -72,3 +72,17 @@ class AccountLimitsView(BaseModel):
     month: str
     llm_spent_usd: float
     llm_reserved_usd: float
+
+
+class SessionLimits(Strict):
+    llm_budget_usd: float | None = Field(default=None, ge=0.0)
+
+
+class SessionLimitsView(BaseModel):
+    """A session's own LLM budget (over its life; None: only the account's applies) and
+    what its turns spent and hold reserved."""
+
+    session_id: str
+    llm_budget_usd: float | None
+    llm_spent_usd: float
+    llm_reserved_usd: float

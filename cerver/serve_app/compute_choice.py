@@ -5,6 +5,7 @@ are a 409 with a recommendation, so a refused request leaves no half-made sessio
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from cerver.adapters import registry
@@ -14,6 +15,8 @@ from cerver.errors import CerverError, ComputeOffline, NotFound
 from cerver.models import ComputeChoice, CreateSession
 from cerver.serve_app.deps import AppContext
 from cerver.store import Account
+
+log = logging.getLogger("cerver.sessions")
 
 
 async def check_choice(c: AppContext, account: Account, choice: ComputeChoice) -> None:
@@ -39,7 +42,13 @@ async def choices_for_create(
         if body.compute is None:
             return [], None
         await check_choice(c, account, body.compute)
-        if body.fallback and body.compute.provider is not None:
+        if body.compute.fallback:
+            log.warning(
+                'account %s used "compute.fallback", the old name of the top-level '
+                '"fallback" of POST /v2/sessions (docs/sessions.md); it still works',
+                account.id,
+            )
+        if body.wants_fallback and body.compute.provider is not None:
             return await fallback_choices(c, account, body.compute)
         return [body.compute], pinned_routing(body.compute)
     if body.is_long_form:

@@ -1,7 +1,7 @@
-"""Model turns: ``POST /v2/sessions/:id/run-llm``, and the account's LLM budget:
-``GET|PUT /v2/account/limits``. The turn itself lives in cerver/llm/turn.py; this module
-only checks the request against the session, wires the ``run`` tool to the session's
-compute, and answers JSON or SSE."""
+"""Model turns: ``POST /v2/sessions/:id/run-llm``, and the LLM budgets: the account's
+``GET|PUT /v2/account/limits`` and a session's ``GET|PUT /v2/sessions/:id/limits``.
+The turn itself lives in cerver/llm/turn.py; this module only checks the request against
+the session, wires the ``run`` tool to the session's compute, and answers JSON or SSE."""
 
 from __future__ import annotations
 
@@ -23,7 +23,13 @@ from cerver.llm.conversation import estimate_tokens, exchanges
 from cerver.llm.service import LlmService
 from cerver.llm.tools import ToolOutcome, outcome_of
 from cerver.llm.turn import Event, Plan, ToolRunner, Turn
-from cerver.llm.wire import AccountLimits, AccountLimitsView, RunLlmRequest
+from cerver.llm.wire import (
+    AccountLimits,
+    AccountLimitsView,
+    RunLlmRequest,
+    SessionLimits,
+    SessionLimitsView,
+)
 from cerver.serve_app.deps import AppContext, account, ctx
 from cerver.serve_app.errors import ERROR_RESPONSES
 from cerver.serve_app.routes_sessions import owned_session
@@ -62,10 +68,11 @@ async def run_llm(
             runtime=row.runtime,
         )
     service = llm_of(c)
-    own, entries = await asyncio.gather(  # two reads, side by side
-        service.endpoints_of(who.id),  # the account's own model keys, if any
+    mine, entries = await asyncio.gather(  # two reads, side by side
+        service.account_models(who.id),  # the account's own model keys and models, if any
         asyncio.to_thread(c.store.sessions.transcript, row.id, limit=MAX_TRANSCRIPT),
     )
+    own = mine.endpoints
     past = exchanges(entries)
     context = sum(estimate_tokens(e.user) + estimate_tokens(e.assistant) for e in past)
     models, ladder, decision = service.plan_models(
@@ -73,7 +80,7 @@ async def run_llm(
         body,
         depth=len(past),
         context_tokens=context + estimate_tokens(body.input),
-        own=own,
+        account=mine,
     )
     service.harness_for(models[0], own)  # no key for it: 409 now, before anything is written
     plan = Plan(
@@ -198,3 +205,39 @@ async def put_limits(
     removes it (the deployment default, CERVER_LLM_BUDGET_USD, applies again)."""
     await asyncio.to_thread(c.store.llm_spend.set_budget, who.id, body.llm_budget_usd)
     return await _limits_view(c, who)
+
+
+# --- session limits ---------------------------------------------------------------------
+async def _session_limits_view(c: AppContext, session_id: str) -> SessionLimitsView:
+    budget = await asyncio.to_thread(c.store.llm_spend.session_budget, session_id)
+    spent, reserved = await asyncio.to_thread(c.store.llm_spend.session_spend, session_id)
+    return SessionLimitsView(
+        session_id=session_id,
+        llm_budget_usd=budget,
+        llm_spent_usd=round(spent, 10),
+        llm_reserved_usd=round(reserved, 10),
+    )
+
+
+@router.get("/v2/sessions/{session_id}/limits", response_model=SessionLimitsView)
+async def get_session_limits(
+    session_id: str, who: Account = Depends(account), c: AppContext = Depends(ctx)
+) -> SessionLimitsView:
+    row = await owned_session(c, who, session_id)
+    return await _session_limits_view(c, row.id)
+
+
+@router.put("/v2/sessions/{session_id}/limits", response_model=SessionLimitsView)
+async def put_session_limits(
+    session_id: str,
+    body: SessionLimits,
+    who: Account = Depends(account),
+    c: AppContext = Depends(ctx),
+) -> SessionLimitsView:
+    """``{"llm_budget_usd": 1}`` sets this session's LLM budget over its life (its turns
+    must fit in it and in the account's); ``null`` removes it."""
+    row = await owned_session(c, who, session_id)
+    await asyncio.to_thread(
+        c.store.llm_spend.set_session_budget, row.id, who.id, body.llm_budget_usd
+    )
+    return await _session_limits_view(c, row.id)

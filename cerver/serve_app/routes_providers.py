@@ -1,6 +1,7 @@
 """/v2/account/providers: register, list and remove an account's provider credentials.
 
-Responses carry provider names, field names and times, never a value. Registering again
+Responses carry provider names, field names, declared models (``openai-compatible``) and
+times, never a value. Registering again
 rotates. Removing a provider that live sessions run on answers 409 listing them, unless
 ``?force=1``.
 """
@@ -29,6 +30,8 @@ class RegisterProvider(BaseModel):
     provider: str
     # Checked field by field in cerver.provider_credentials (messages name fields only).
     credentials: Any
+    # openai-compatible only: the model names its endpoint serves (checked there too).
+    models: Any = None
 
     def __repr__(self) -> str:
         return f"RegisterProvider(provider={self.provider!r}, credentials=<hidden>)"
@@ -41,7 +44,7 @@ async def register_provider(
     body: RegisterProvider, who: Account = Depends(account), c: AppContext = Depends(ctx)
 ) -> dict[str, Any]:
     fields = await provider_credentials.register(
-        c.settings, c.store, who.id, body.provider, body.credentials
+        c.settings, c.store, who.id, body.provider, body.credentials, body.models
     )
     log.info("account %s registered %s credentials (fields %s)", who.id, body.provider, fields)
     listed = await asyncio.to_thread(provider_credentials.describe, c.store, who.id)

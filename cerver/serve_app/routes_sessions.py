@@ -94,15 +94,26 @@ async def _create_session(c: AppContext, who: Account, body: CreateSession) -> S
         "runtime": runtime,
         "compute": "none (transcript-only)" if not candidates else "requested",
     }
-    await asyncio.to_thread(c.store.sessions.create, row, [("system", opening)])
+    if body.llm_budget_usd is not None:  # in place before the session can take a turn
+        await asyncio.to_thread(
+            c.store.llm_spend.set_session_budget, row.id, who.id, body.llm_budget_usd
+        )
+    try:
+        await asyncio.to_thread(c.store.sessions.create, row, [("system", opening)])
+    except BaseException:
+        await asyncio.to_thread(c.store.llm_spend.forget_session, row.id)
+        raise
     if candidates:
-        await _provision_first_that_works(c, row, candidates)
+        await _provision_first_that_works(c, row, candidates, fallback=body.wants_fallback)
     fresh = await owned_session(c, who, row.id)
     return await current_view(c, fresh)
 
 
-async def _provision_first_that_works(c: AppContext, row: SessionRow, candidates: list) -> None:
-    """Walk the candidates (the routing's fallback order); on total failure undo everything."""
+async def _provision_first_that_works(
+    c: AppContext, row: SessionRow, candidates: list, *, fallback: bool
+) -> None:
+    """Walk the candidates (the routing's fallback order); with ``fallback``, an offline
+    relay host's recommendation joins them. On total failure undo everything."""
     attempts: list[dict[str, Any]] = []
     last: BaseException | None = None
     reasons: dict[int, str] = {}
@@ -114,7 +125,7 @@ async def _provision_first_that_works(c: AppContext, row: SessionRow, candidates
                 await c.sessions.attach(row.id, row.account_id, choice, reason)
             except CerverError as exc:
                 last = exc
-                moved = fallback_choice(exc, choice.runtime) if choice.fallback else None
+                moved = fallback_choice(exc, choice.runtime) if fallback else None
                 if moved is not None:  # an offline relay host: go where it recommends
                     reasons[id(moved)] = f"fallback: {exc.message}"
                     candidates.append(moved)
@@ -152,6 +163,7 @@ async def _provision_first_that_works(c: AppContext, row: SessionRow, candidates
 async def _undo_create(c: AppContext, row: SessionRow) -> None:
     await c.sessions.abandon(row.id)
     await asyncio.to_thread(c.store.sessions.delete, row.id)
+    await asyncio.to_thread(c.store.llm_spend.forget_session, row.id)
 
 
 @router.get("/v2/sessions")

@@ -27,6 +27,8 @@ class CredentialRow(BaseModel):
     created_at: float
     updated_at: float
     last_used_at: float | None
+    # The models an openai-compatible endpoint serves (empty: none declared).
+    models: list[str] = []
 
     @property
     def field_names(self) -> list[str]:
@@ -46,6 +48,7 @@ def _row(r: object) -> CredentialRow:
         created_at=m["created_at"],
         updated_at=m["updated_at"] or m["created_at"],
         last_used_at=m["last_used_at"],
+        models=list(m["models"] or []),
     )
 
 
@@ -59,6 +62,7 @@ class Credentials:
         provider: str,
         refs: dict[str, str],
         sealed: dict[str, str] | None = None,
+        models: list[str] | None = None,
     ) -> None:
         """Store (or replace: a rotation) one registration; an upsert, so racing puts leave
         one of them. ``created_at`` is kept across rotations, ``updated_at`` is not."""
@@ -69,6 +73,7 @@ class Credentials:
                 provider=provider,
                 refs=refs,
                 sealed=sealed or {},
+                models=models or None,
                 created_at=stamp,
                 updated_at=stamp,
             )
@@ -78,6 +83,7 @@ class Credentials:
                     set_={
                         "refs": stmt.excluded.refs,
                         "sealed": stmt.excluded.sealed,
+                        "models": stmt.excluded.models,
                         "updated_at": stmt.excluded.updated_at,
                     },
                 )

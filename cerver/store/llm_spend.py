@@ -13,6 +13,10 @@ Every upstream model call is bracketed by a reservation and a settlement:
 
 So concurrent turns never spend more than the budget, provided the worst case is an upper
 bound of the real cost (cerver/llm/budget.py says how it is computed).
+
+A session may have a budget of its own (``session_limits``: over the session's life, not
+per month). ``reserve`` checks it in the same locked transaction, before the account's: a
+session belongs to one account, so the account's lock serialises its sessions too.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from cerver.store import schema
 from cerver.store.db import insert_or
 from cerver.store.ids import new_id, now
 
-L, SP = schema.account_limits, schema.llm_spend
+L, SP, SL = schema.account_limits, schema.llm_spend, schema.session_limits
 
 # A reservation older than this belongs to a call whose process died before settling: it
 # stops holding budget (no call lives this long: see CERVER_LLM_TIMEOUT_S and the retries).
@@ -61,10 +65,20 @@ class SpendRow(BaseModel):
 
 
 class BudgetShortfall(Exception):
-    """A reservation does not fit in the account's budget for the month."""
+    """A reservation does not fit in the session's budget or the account's for the month
+    (``scope``)."""
 
-    def __init__(self, *, budget_usd: float, spent_usd: float, reserved_usd: float, asked: float):
+    def __init__(
+        self,
+        *,
+        budget_usd: float,
+        spent_usd: float,
+        reserved_usd: float,
+        asked: float,
+        scope: str = "account",
+    ):
         super().__init__("llm budget exceeded")
+        self.scope = scope
         self.budget_usd = budget_usd
         self.spent_usd = spent_usd
         self.reserved_usd = reserved_usd
@@ -83,13 +97,32 @@ class LlmSpend:
 
     # --- limits --------------------------------------------------------------------------
     def set_budget(self, account_id: str, budget_usd: float | None) -> None:
+        self._put_budget(L, "account_id", account_id=account_id, llm_budget_usd=budget_usd)
+
+    def budget(self, account_id: str) -> float | None:
+        """The account's own budget; None when it has none (the deployment default applies)."""
+        with self.engine.connect() as conn:
+            return _budget(conn, account_id)
+
+    def set_session_budget(
+        self, session_id: str, account_id: str, budget_usd: float | None
+    ) -> None:
+        """A session's own LLM budget over its life; None removes it."""
+        self._put_budget(
+            SL,
+            "session_id",
+            session_id=session_id,
+            account_id=account_id,
+            llm_budget_usd=budget_usd,
+        )
+
+    def _put_budget(self, table: Any, key: str, **values: Any) -> None:
+        """Upsert one limits row (keyed by ``key``): its budget and when it changed."""
         with self.engine.begin() as conn:
-            stmt = insert_or(conn, L).values(
-                account_id=account_id, llm_budget_usd=budget_usd, updated_at=now()
-            )
+            stmt = insert_or(conn, table).values(**values, updated_at=now())
             conn.execute(
                 stmt.on_conflict_do_update(
-                    index_elements=["account_id"],
+                    index_elements=[key],
                     set_={
                         "llm_budget_usd": stmt.excluded.llm_budget_usd,
                         "updated_at": stmt.excluded.updated_at,
@@ -97,10 +130,19 @@ class LlmSpend:
                 )
             )
 
-    def budget(self, account_id: str) -> float | None:
-        """The account's own budget; None when it has none (the deployment default applies)."""
+    def forget_session(self, session_id: str) -> None:
+        """Drop the limits of a session that was never made (a failed create)."""
+        with self.engine.begin() as conn:
+            conn.execute(delete(SL).where(SL.c.session_id == session_id))
+
+    def session_budget(self, session_id: str) -> float | None:
         with self.engine.connect() as conn:
-            return _budget(conn, account_id)
+            return _session_budget(conn, session_id)
+
+    def session_spend(self, session_id: str) -> tuple[float, float]:
+        """(spent, reserved) of a session over its life."""
+        with self.engine.connect() as conn:
+            return _session_sums(conn, session_id)
 
     # --- the ledger ----------------------------------------------------------------------
     @contextmanager
@@ -139,6 +181,8 @@ class LlmSpend:
         stamp = time.time()
         month = month_of(stamp)
         with self._locked(account_id) as conn:
+            if session_id is not None:
+                _check_session(conn, session_id, amount_usd)
             own = _budget(conn, account_id)
             budget = own if own is not None else default_budget_usd
             if budget is not None:
@@ -214,12 +258,40 @@ def _budget(conn: Connection, account_id: str) -> float | None:
     return None if found is None or found[0] is None else float(found[0])
 
 
+def _session_budget(conn: Connection, session_id: str) -> float | None:
+    found = conn.execute(select(SL.c.llm_budget_usd).where(SL.c.session_id == session_id)).first()
+    return None if found is None or found[0] is None else float(found[0])
+
+
+def _check_session(conn: Connection, session_id: str, amount_usd: float) -> None:
+    budget = _session_budget(conn, session_id)
+    if budget is None:
+        return
+    spent, reserved = _session_sums(conn, session_id)
+    if spent + reserved + amount_usd > budget + 1e-12:
+        raise BudgetShortfall(
+            budget_usd=budget,
+            spent_usd=spent,
+            reserved_usd=reserved,
+            asked=amount_usd,
+            scope="session",
+        )
+
+
 def _sums(conn: Connection, account_id: str, month: str) -> tuple[float, float]:
+    return _kind_sums(conn, SP.c.account_id == account_id, SP.c.month == month)
+
+
+def _session_sums(conn: Connection, session_id: str) -> tuple[float, float]:
+    return _kind_sums(conn, SP.c.session_id == session_id)
+
+
+def _kind_sums(conn: Connection, *where: Any) -> tuple[float, float]:
+    """(spent, reserved) of the ledger rows matching ``where`` (stale reservations drop)."""
     rows = conn.execute(
         select(SP.c.kind, func.coalesce(func.sum(SP.c.cost_usd), 0.0))
         .where(
-            SP.c.account_id == account_id,
-            SP.c.month == month,
+            *where,
             (SP.c.kind == "spent") | (SP.c.created_at > time.time() - STALE_RESERVATION_S),
         )
         .group_by(SP.c.kind)

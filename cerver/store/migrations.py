@@ -282,6 +282,26 @@ def _v6_provider_credential_values(conn: Connection) -> None:
             conn.execute(text(f"ALTER TABLE provider_credentials ADD COLUMN {name} {type_}"))
 
 
+# --- issue 13 (llmmodels): an account's openai-compatible models, session budgets ---
+def _v7_llm_models_and_session_budgets(conn: Connection) -> None:
+    """provider_credentials gains ``models`` (the model names an account's openai-compatible
+    endpoint serves); ``session_limits`` holds a session's own LLM budget."""
+    present = {c["name"] for c in inspect(conn).get_columns("provider_credentials")}
+    if "models" not in present:  # a database made by create_all already has it
+        conn.execute(text("ALTER TABLE provider_credentials ADD COLUMN models JSON"))
+    m = MetaData()
+    Table("accounts", m, Column("id", String(40), primary_key=True))
+    Table(
+        "session_limits",
+        m,
+        Column("session_id", String(40), primary_key=True),
+        Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
+        Column("llm_budget_usd", Float, nullable=True),
+        Column("updated_at", Float, nullable=False),
+    )
+    m.tables["session_limits"].create(conn, checkfirst=True)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _v1_initial),
     Migration(2, "llm spend and account limits", _v2_llm_spend),
@@ -289,6 +309,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "transcript byte budget", _v4_transcript_budget),
     Migration(5, "relay logins and credentials", _v5_relay),
     Migration(6, "provider credential values", _v6_provider_credential_values),
+    Migration(7, "llm models per account, session budgets", _v7_llm_models_and_session_budgets),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

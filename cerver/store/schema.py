@@ -103,6 +103,8 @@ provider_credentials = Table(
     Column("sealed", JSON, nullable=True),
     Column("updated_at", Float, nullable=True),
     Column("last_used_at", Float, nullable=True),
+    # issue 13 (llmmodels): the models an account's openai-compatible endpoint serves.
+    Column("models", JSON, nullable=True),
 )
 
 # Measurements that feed the provider catalog (canary runs, real session metrics).
@@ -153,6 +155,17 @@ llm_spend = Table(
     Column("created_at", Float, nullable=False),
     Index("ix_llm_spend_account_month", "account_id", "month"),
     Index("ix_llm_spend_session", "session_id"),
+)
+
+# issue 13 (llmmodels): a session's own LLM budget (over its life, not per month). No
+# foreign key to sessions: it is written beside the session, which is deleted without it.
+session_limits = Table(
+    "session_limits",
+    metadata,
+    Column("session_id", String(40), primary_key=True),
+    Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
+    Column("llm_budget_usd", Float, nullable=True),
+    Column("updated_at", Float, nullable=False),
 )
 
 # Dashboard sign-ins: a browser holds a random id in an HttpOnly cookie; only its sha256 is
@@ -207,6 +220,7 @@ __all__ = [
     "provider_credentials",
     "relay_credentials",
     "relay_logins",
+    "session_limits",
     "sessions",
     "tokens",
     "transcript",

@@ -4,22 +4,21 @@ A sandbox's env (``POST /sandbox {"env": ...}``, a session's ``compute.env``) of
 secrets, and adapters keep it in the ``SandboxRecord`` they need to reconnect (the `local`
 adapter applies it to every run). Before a record is stored, every string value of every
 ``env`` object inside it is sealed with Fernet (AES-128-CBC with an HMAC, from the
-``cryptography`` package rather than hand-written crypto) under the server's record key
-(``CERVER_RECORD_KEY``, else ``$CERVER_HOME/record.key``); the names stay readable. Records
-are opened again only where an adapter needs them (the host actors), never for views.
+``cryptography`` package rather than hand-written crypto) under the server's one at-rest
+key (``cerver.secretbox``: ``CERVER_SECRET_KEY``, else ``$CERVER_HOME/secret.key``; the old
+``CERVER_RECORD_KEY`` / ``record.key`` still open what they sealed); the names stay
+readable. Records are opened again only where an adapter needs them (the host actors),
+never for views.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cerver.secretbox import SecretBox
 
 PREFIX = "sealed:v1:"
-
-
-def _fernet(key: str) -> Any:
-    from cryptography.fernet import Fernet
-
-    return Fernet(key.encode())
 
 
 def _walk(value: Any, change: Any) -> Any:
@@ -37,25 +36,23 @@ def _walk(value: Any, change: Any) -> Any:
     return value
 
 
-def seal_record(record: dict[str, Any], key: str) -> dict[str, Any]:
+def seal_record(record: dict[str, Any], box: SecretBox) -> dict[str, Any]:
     """A copy of ``record`` with every env value sealed."""
-    fernet = _fernet(key)
 
     def seal(text: str) -> str:
         if text.startswith(PREFIX):
             return text
-        return PREFIX + fernet.encrypt(text.encode()).decode()
+        return PREFIX + box.seal(text)
 
     return dict(_walk(record, seal))
 
 
-def open_record(record: dict[str, Any], key: str) -> dict[str, Any]:
+def open_record(record: dict[str, Any], box: SecretBox) -> dict[str, Any]:
     """A copy of ``record`` with its env values opened (plain values pass through)."""
-    fernet = _fernet(key)
 
     def open_(text: str) -> str:
         if not text.startswith(PREFIX):
             return text
-        return str(fernet.decrypt(text[len(PREFIX) :].encode()).decode())
+        return box.open(text[len(PREFIX) :])
 
     return dict(_walk(record, open_))

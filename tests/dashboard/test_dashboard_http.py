@@ -279,3 +279,20 @@ def test_providers_are_registered_rotated_and_deleted_on_the_dashboard(
     gone = browser_client.post("/dashboard/providers/e2b/delete", data={"csrf_token": csrf})
     assert gone.status_code == 200 and "Deleted e2b" in gone.text
     assert dash_api.get("/v2/account/providers").json()["providers"] == []
+    # An openai-compatible endpoint with the models it serves, as the API takes them.
+    endpoint = {
+        "csrf_token": csrf,
+        "provider": "openai-compatible",
+        "f_base_url": "http://127.0.0.1:9/v1",
+        "models": "my-llama, my-qwen",
+    }
+    made = browser_client.post("/dashboard/providers", data=endpoint)
+    assert made.status_code == 200 and "models: my-llama, my-qwen" in made.text
+    listed = dash_api.get("/v2/account/providers").json()["providers"]
+    assert [p["models"] for p in listed] == [["my-llama", "my-qwen"]]
+    shadow = browser_client.post("/dashboard/providers", data={**endpoint, "models": "gpt-5"})
+    assert shadow.status_code == 422 and "models[0]" in shadow.text
+    deleted = browser_client.post(
+        "/dashboard/providers/openai-compatible/delete", data={"csrf_token": csrf}
+    )
+    assert deleted.status_code == 200

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -49,3 +50,34 @@ def sse_events(response: httpx.Response) -> list[tuple[str, dict[str, Any]]]:
         elif line.startswith("data: "):
             events.append((kind, json.loads(line[len("data: ") :])))
     return events
+
+
+def concurrent_turns(
+    client: httpx.Client, sessions: list[str], count: int, body: dict[str, Any]
+) -> list[httpx.Response]:
+    """``count`` run-llm calls at once, spread over ``sessions``; the answers, in order."""
+
+    def turn(i: int) -> httpx.Response:
+        return client.post(f"/v2/sessions/{sessions[i % len(sessions)]}/run-llm", json=body)
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return list(pool.map(turn, range(count)))
+
+
+def assert_within_budget(
+    answers: list[httpx.Response], fake: FakeServer, *, room: int, limits: dict[str, Any]
+) -> None:
+    """Concurrent turns against a budget with ``room`` worst cases: at most that many calls
+    were in flight at once, every refusal is a 402 that never reached the upstream, and the
+    spend is the sum of the answers' costs, within the budget, with nothing left reserved."""
+    codes = [a.status_code for a in answers]
+    ok, refused = codes.count(200), codes.count(402)
+    assert ok + refused == len(answers), codes
+    assert ok >= room and refused >= 1
+    assert fake.max_in_flight() <= room  # never more reserved than the budget holds
+    assert len(fake.received()) == ok  # a 402 never reached the upstream
+    assert limits["llm_spent_usd"] <= limits["llm_budget_usd"]
+    assert limits["llm_reserved_usd"] == 0.0
+    assert limits["llm_spent_usd"] == pytest.approx(
+        sum(a.json()["cost_usd"] for a in answers if a.status_code == 200)
+    )

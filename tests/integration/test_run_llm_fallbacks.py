@@ -6,13 +6,18 @@ upstream call, and 50 concurrent turns against a budget with room for 10."""
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
 from tests.fakes.llm_process import FakeServer
-from tests.integration.llm_fixtures import fakes, fresh_api, transcript_only
+from tests.integration.llm_fixtures import (
+    assert_within_budget,
+    concurrent_turns,
+    fakes,
+    fresh_api,
+    transcript_only,
+)
 
 __all__ = ["fakes", "fresh_api"]
 
@@ -128,23 +133,7 @@ def test_fifty_concurrent_turns_never_overspend(
     assert fresh_api.put("/v2/account/limits", json={"llm_budget_usd": budget}).status_code == 200
     sessions = [transcript_only(fresh_api) for _ in range(5)]
     fakes["openai"].script(*[{"delay_s": 3.0}] * 50)  # every call in flight at once
-
-    def turn(i: int) -> httpx.Response:
-        return fresh_api.post(
-            f"/v2/sessions/{sessions[i % 5]}/run-llm",
-            json={"model": "gpt-5", "input": "x", "max_output_tokens": 1000},
-        )
-
-    with ThreadPoolExecutor(max_workers=50) as pool:
-        answers = list(pool.map(turn, range(50)))
-    codes = [a.status_code for a in answers]
-    ok, refused = codes.count(200), codes.count(402)
-    assert ok + refused == 50, codes
-    assert ok >= 10 and refused >= 1
-    assert fakes["openai"].max_in_flight() <= 10  # never more reserved than the budget holds
-    assert len(fakes["openai"].received()) == ok  # a 402 never reached the upstream
+    body = {"model": "gpt-5", "input": "x", "max_output_tokens": 1000}
+    answers = concurrent_turns(fresh_api, sessions, 50, body)
     limits = fresh_api.get("/v2/account/limits").json()
-    assert limits["llm_spent_usd"] <= budget and limits["llm_reserved_usd"] == 0.0
-    assert limits["llm_spent_usd"] == pytest.approx(
-        sum(a.json()["cost_usd"] for a in answers if a.status_code == 200)
-    )
+    assert_within_budget(answers, fakes["openai"], room=10, limits=limits)

@@ -294,6 +294,18 @@ def test_short_form_fallback_walks_to_the_next_provider(
     ran = cloud.post(f"/v2/sessions/{view['session_id']}/run", json={"code": "console.log('up')"})
     assert ran.json()["stdout"] == "up\n", ran.text
     assert cloud.delete(f"/v2/sessions/{view['session_id']}").status_code == 200
+    # compute.fallback, the flag's old name (it used to mean "an offline relay" only), walks
+    # the providers the same way.
+    httpx.post(
+        f"{vercel_fake}/_fake/faults", json={"path": "/v3/sandboxes", "status": 503, "count": 1}
+    ).raise_for_status()
+    old_name = cloud.post(
+        "/v2/sessions", json={"compute": {"provider": "vercel", "fallback": True}}
+    )
+    assert old_name.status_code == 201, old_name.text
+    assert old_name.json()["provider"] != "vercel"
+    assert old_name.json()["routing"]["attempts"][0]["ok"] is False
+    assert cloud.delete(f"/v2/sessions/{old_name.json()['session_id']}").status_code == 200
 
 
 def test_canary_runs_on_vercel_with_the_accounts_credentials(

@@ -165,12 +165,16 @@ def test_secret_box_key_handling(settings: Settings) -> None:
 
 def test_settings_read_the_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CERVER_SECRET_REFS", "A_KEY, VAULT_* ,")
-    monkeypatch.setenv("CERVER_SECRET_KEY", "k" * 10)
+    from cryptography.fernet import Fernet
+
+    key = Fernet.generate_key().decode()
+    monkeypatch.setenv("CERVER_SECRET_KEY", key)
     monkeypatch.setenv("CERVER_VERCEL_API_URL", "http://127.0.0.1:9/api")
     found = Settings.from_env()
     assert found.secret_refs == ("A_KEY", "VAULT_*")
     assert found.vercel_api_url == "http://127.0.0.1:9/api"
-    assert "k" * 10 not in repr(found)
+    assert found.secret_key is not None and found.secret_key.get_secret_value() == key
+    assert key not in repr(found)
 
 
 def test_reprs_hide_values() -> None:

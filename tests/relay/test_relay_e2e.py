@@ -244,10 +244,14 @@ def test_a_dead_relay_is_offline_its_runs_move_with_fallback_and_it_comes_back(
                 and e["content"]["reason"].startswith("fallback:")
                 for e in entries
             )  # fmt: skip
-            fresh = api.post(
-                "/v2/sessions", json={"compute": {"compute_id": compute_id, "fallback": True}}
-            )
-            assert fresh.status_code == 201 and fresh.json()["provider"] == "local"
+            # The one failover flag of a create is the top-level "fallback"; its old name,
+            # compute.fallback, still works (docs/sessions.md).
+            for body in (
+                {"compute": {"compute_id": compute_id}, "fallback": True},
+                {"compute": {"compute_id": compute_id, "fallback": True}},
+            ):
+                fresh = api.post("/v2/sessions", json=body)
+                assert fresh.status_code == 201 and fresh.json()["provider"] == "local", body
         # Started again with its state: the same compute, no new login.
         again = Relay(gw.url, relay.home)
         try:

@@ -4,6 +4,7 @@ concurrency, settlement, the month's sums, and the account's own budget."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import Connection, Engine
@@ -25,26 +26,32 @@ def _reserve(ledger: LlmSpend, account: str, amount: float, default: float | Non
     )
 
 
-def test_fifty_concurrent_reservations_against_room_for_ten(engine: Engine) -> None:
-    account = Accounts(engine).get_or_create("alice").id
-    ledger = LlmSpend(engine)
-    ledger.set_budget(account, 1.0)
+def _race(count: int, reserve: Callable[[], str]) -> tuple[list[str], list[BudgetShortfall]]:
+    """``count`` threads reserving at the same instant: (reservations, refusals)."""
     won: list[str] = []
     refused: list[BudgetShortfall] = []
-    start = threading.Barrier(50)
+    start = threading.Barrier(count)
 
     def one() -> None:
         start.wait()
         try:
-            won.append(_reserve(ledger, account, 0.1, None))
+            won.append(reserve())
         except BudgetShortfall as exc:
             refused.append(exc)
 
-    threads = [threading.Thread(target=one) for _ in range(50)]
+    threads = [threading.Thread(target=one) for _ in range(count)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    return won, refused
+
+
+def test_fifty_concurrent_reservations_against_room_for_ten(engine: Engine) -> None:
+    account = Accounts(engine).get_or_create("alice").id
+    ledger = LlmSpend(engine)
+    ledger.set_budget(account, 1.0)
+    won, refused = _race(50, lambda: _reserve(ledger, account, 0.1, None))
     assert (len(won), len(refused)) == (10, 40)
     month = ledger.month(account)
     assert month.reserved_usd == pytest.approx(1.0) and month.spent_usd == 0.0
@@ -127,3 +134,44 @@ def test_a_turns_entries_commit_with_its_reservation_and_settlement(engine: Engi
     assert seq == 2 and [e.type for e in sessions.transcript(row.id)] == ["user", "assistant"]
     month = ledger.month(account)
     assert (month.spent_usd, month.reserved_usd) == (pytest.approx(0.01), 0.0)
+
+
+def test_a_session_budget_holds_under_concurrency_and_apart_from_the_account(
+    engine: Engine,
+) -> None:
+    account = Accounts(engine).get_or_create("dave").id
+    ledger = LlmSpend(engine)
+    ledger.set_session_budget("sess_a", account, 0.5)
+    won, refused = _race(
+        20,
+        lambda: ledger.reserve(
+            account,
+            "sess_a",
+            model="gpt-5",
+            harness="openai",
+            amount_usd=0.1,
+            default_budget_usd=None,
+        ),
+    )
+    assert (len(won), len(refused)) == (5, 15)
+    assert {r.scope for r in refused} == {"session"}
+    assert ledger.session_spend("sess_a") == (0.0, pytest.approx(0.5))
+    # Another session of the account is not bound by it; the account's budget still is.
+    ledger.reserve(
+        account, "sess_b", model="gpt-5", harness="openai", amount_usd=5.0, default_budget_usd=None
+    )
+    ledger.set_budget(account, 5.6)
+    with pytest.raises(BudgetShortfall) as caught:
+        ledger.reserve(
+            account,
+            "sess_b",
+            model="gpt-5",
+            harness="openai",
+            amount_usd=0.2,
+            default_budget_usd=None,
+        )
+    assert caught.value.scope == "account"
+    ledger.set_session_budget("sess_a", account, None)
+    assert ledger.session_budget("sess_a") is None
+    ledger.forget_session("sess_a")
+    assert ledger.session_budget("sess_a") is None

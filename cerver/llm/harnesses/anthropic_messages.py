@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
-from cerver.llm.aio import shielded
 from cerver.llm.harnesses.base import (
     Endpoint,
-    Harness,
+    SdkHarness,
+    common_params,
     parse_arguments,
     plain,
     post_json,
-    translate_sdk_error,
 )
 from cerver.llm.types import Call, Completion, Message, TextDelta, ToolCall, Usage
 
@@ -31,35 +31,22 @@ _FINISH = {
 }
 
 
-class AnthropicMessages(Harness):
+class AnthropicMessages(SdkHarness):
     name = "anthropic"
+    sdk_module, client_class, error_class = "anthropic", "AsyncAnthropic", "AnthropicError"
 
     def __init__(self, endpoint: Endpoint) -> None:
         super().__init__(endpoint)
-        import anthropic
-
         # The catalog keeps the docs' model names on purpose, deprecated or not.
         warnings.filterwarnings(
             "ignore", message=r"The model .* is deprecated", category=DeprecationWarning
         )
-        self._sdk = anthropic
-        self.client = anthropic.AsyncAnthropic(
-            api_key=endpoint.api_key,
-            base_url=endpoint.base_url,
-            timeout=endpoint.timeout_s,
-            max_retries=0,  # Cerver owns retries
-        )
 
     def _params(self, call: Call) -> dict[str, Any]:
-        params: dict[str, Any] = {
-            "model": call.model,
-            "messages": _messages(call.messages),
-            "max_tokens": call.max_output_tokens,
-        }
+        params = common_params(call, max_tokens="max_tokens")
+        params["messages"] = _messages(call.messages)
         if call.system:
             params["system"] = call.system
-        if call.temperature is not None:
-            params["temperature"] = call.temperature
         if call.tools:
             params["tools"] = [
                 {"name": t.name, "description": t.description, "input_schema": t.parameters}
@@ -68,10 +55,7 @@ class AnthropicMessages(Harness):
         return params
 
     async def complete(self, call: Call) -> Completion:
-        try:
-            message = await post_json(self.client, "/v1/messages", self._params(call))
-        except self._sdk.AnthropicError as exc:
-            raise translate_sdk_error(exc, self._sdk) from exc
+        message = await self._request(post_json, self.client, "/v1/messages", self._params(call))
         texts = [b.text for b in message.content if b.type == "text"]
         calls = [
             ToolCall(id=b.id, name=b.name, arguments=plain(b.input) or {})
@@ -87,17 +71,14 @@ class AnthropicMessages(Harness):
         )
 
     async def stream(self, call: Call) -> AsyncIterator[TextDelta | Completion]:
-        try:
-            events = await self.client.messages.create(**self._params(call), stream=True)
-        except self._sdk.AnthropicError as exc:
-            raise translate_sdk_error(exc, self._sdk) from exc
+        raw = await self._request(self.client.messages.create, **self._params(call), stream=True)
         texts: list[str] = []
         tools: dict[int, dict[str, Any]] = {}
         start_usage: Any = None
         output_tokens: int | None = None
         stop_reason: str | None = None
         model: str | None = None
-        try:
+        async with aclosing(self._events(raw)) as events:
             async for event in events:
                 if event.type == "message_start":
                     start_usage, model = event.message.usage, event.message.model
@@ -113,10 +94,6 @@ class AnthropicMessages(Harness):
                 elif event.type == "message_delta":
                     stop_reason = event.delta.stop_reason
                     output_tokens = event.usage.output_tokens
-        except self._sdk.AnthropicError as exc:
-            raise translate_sdk_error(exc, self._sdk) from exc
-        finally:
-            await shielded(events.close())
         calls = [
             ToolCall(id=t["id"], name=t["name"], arguments=parse_arguments("".join(t["json"])))
             for _, t in sorted(tools.items())
@@ -128,9 +105,6 @@ class AnthropicMessages(Harness):
             finish_reason=_FINISH.get(stop_reason or "", "other"),  # type: ignore[arg-type]
             model=model,
         )
-
-    async def aclose(self) -> None:
-        await self.client.close()
 
 
 def _messages(messages: list[Message]) -> list[dict[str, Any]]:

@@ -8,14 +8,16 @@ Cerver owns retries (cerver/llm/attempts.py), so every SDK client is built with
 
 from __future__ import annotations
 
+import importlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
+from cerver.llm.aio import shielded
 from cerver.llm.types import Call, Completion, TextDelta
 
 
@@ -171,3 +173,55 @@ class Harness(ABC):
     @abstractmethod
     async def aclose(self) -> None:
         """Release the SDK client's connections."""
+
+
+class SdkHarness(Harness):
+    """What the harnesses on an official SDK share (``openai``, ``anthropic``): the SDK
+    imported on first use, one async client per endpoint with the SDK's retries off, the
+    SDK's errors translated at the edge, and streams closed however they end. Each
+    subclass names its SDK and speaks its own API."""
+
+    sdk_module: ClassVar[str]  # "openai" | "anthropic"
+    client_class: ClassVar[str]  # "AsyncOpenAI" | "AsyncAnthropic"
+    error_class: ClassVar[str]  # the SDK's root exception: "OpenAIError" | "AnthropicError"
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        super().__init__(endpoint)
+        self._sdk = importlib.import_module(self.sdk_module)
+        self.client = getattr(self._sdk, self.client_class)(
+            api_key=endpoint.api_key,
+            base_url=endpoint.base_url,
+            timeout=endpoint.timeout_s,
+            max_retries=0,  # Cerver owns retries
+        )
+
+    async def _request(
+        self, create: Callable[..., Awaitable[Any]], *args: Any, **params: Any
+    ) -> Any:
+        """One SDK call (a response, or a stream to read with ``_events``)."""
+        try:
+            return await create(*args, **params)
+        except getattr(self._sdk, self.error_class) as exc:
+            raise translate_sdk_error(exc, self._sdk) from exc
+
+    async def _events(self, stream: Any) -> AsyncGenerator[Any, None]:
+        """The events of an SDK stream, errors translated; the upstream connection is closed
+        when the stream ends, fails, or its reader goes away (use with ``aclosing``)."""
+        try:
+            async for event in stream:
+                yield event
+        except getattr(self._sdk, self.error_class) as exc:
+            raise translate_sdk_error(exc, self._sdk) from exc
+        finally:
+            await shielded(stream.close())
+
+    async def aclose(self) -> None:
+        await self.client.close()
+
+
+def common_params(call: Call, *, max_tokens: str) -> dict[str, Any]:
+    """The parameters every API takes alike; ``max_tokens`` names its output-limit field."""
+    params: dict[str, Any] = {"model": call.model, max_tokens: call.max_output_tokens}
+    if call.temperature is not None:
+        params["temperature"] = call.temperature
+    return params

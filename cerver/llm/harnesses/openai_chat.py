@@ -7,37 +7,26 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
-from cerver.llm.aio import shielded
-from cerver.llm.harnesses.base import (
-    parse_arguments,
-    post_json,
-    translate_sdk_error,
-)
-from cerver.llm.harnesses.openai_responses import OpenAIResponses
+from cerver.llm.harnesses.base import SdkHarness, common_params, parse_arguments, post_json
 from cerver.llm.types import Call, Completion, Message, TextDelta, ToolCall, Usage
 
 _FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls"}
 
 
-class OpenAIChat(OpenAIResponses):
-    """Shares the SDK client set-up with the Responses harness; speaks Chat Completions."""
-
+class OpenAIChat(SdkHarness):
     name = "openai-compatible"
+    sdk_module, client_class, error_class = "openai", "AsyncOpenAI", "OpenAIError"
 
     def _params(self, call: Call) -> dict[str, Any]:
         messages: list[dict[str, Any]] = []
         if call.system:
             messages.append({"role": "system", "content": call.system})
         messages.extend(_message(m) for m in call.messages)
-        params: dict[str, Any] = {
-            "model": call.model,
-            "messages": messages,
-            "max_tokens": call.max_output_tokens,
-        }
-        if call.temperature is not None:
-            params["temperature"] = call.temperature
+        params = common_params(call, max_tokens="max_tokens")
+        params["messages"] = messages
         if call.tools:
             params["tools"] = [
                 {
@@ -53,10 +42,9 @@ class OpenAIChat(OpenAIResponses):
         return params
 
     async def complete(self, call: Call) -> Completion:
-        try:
-            response = await post_json(self.client, "/chat/completions", self._params(call))
-        except self._sdk.OpenAIError as exc:
-            raise translate_sdk_error(exc, self._sdk) from exc
+        response = await self._request(
+            post_json, self.client, "/chat/completions", self._params(call)
+        )
         choice = response.choices[0]
         calls = [
             ToolCall(id=c.id, name=c.function.name, arguments=parse_arguments(c.function.arguments))
@@ -71,18 +59,18 @@ class OpenAIChat(OpenAIResponses):
         )
 
     async def stream(self, call: Call) -> AsyncIterator[TextDelta | Completion]:
-        try:
-            chunks = await self.client.chat.completions.create(
-                **self._params(call), stream=True, stream_options={"include_usage": True}
-            )
-        except self._sdk.OpenAIError as exc:
-            raise translate_sdk_error(exc, self._sdk) from exc
+        raw = await self._request(
+            self.client.chat.completions.create,
+            **self._params(call),
+            stream=True,
+            stream_options={"include_usage": True},
+        )
         texts: list[str] = []
         tools: dict[int, dict[str, Any]] = {}
         finish: str | None = None
         usage: Usage | None = None
         model: str | None = None
-        try:
+        async with aclosing(self._events(raw)) as chunks:
             async for chunk in chunks:
                 model = chunk.model or model
                 if chunk.usage is not None:
@@ -101,10 +89,6 @@ class OpenAIChat(OpenAIResponses):
                             slot["name"] = part.function.name
                         if part.function and part.function.arguments:
                             slot["args"].append(part.function.arguments)
-        except self._sdk.OpenAIError as exc:
-            raise translate_sdk_error(exc, self._sdk) from exc
-        finally:
-            await shielded(chunks.close())
         yield Completion(
             text="".join(texts),
             tool_calls=[

@@ -7,46 +7,29 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
-from cerver.llm.aio import shielded
 from cerver.llm.harnesses.base import (
-    Endpoint,
-    Harness,
+    SdkHarness,
     UpstreamError,
+    common_params,
     parse_arguments,
     post_json,
-    translate_sdk_error,
 )
 from cerver.llm.types import Call, Completion, Message, TextDelta, ToolCall, Usage
 
 
-class OpenAIResponses(Harness):
+class OpenAIResponses(SdkHarness):
     name = "openai"
-
-    def __init__(self, endpoint: Endpoint) -> None:
-        super().__init__(endpoint)
-        import openai
-
-        self._sdk = openai
-        self.client = openai.AsyncOpenAI(
-            api_key=endpoint.api_key,
-            base_url=endpoint.base_url,
-            timeout=endpoint.timeout_s,
-            max_retries=0,  # Cerver owns retries
-        )
+    sdk_module, client_class, error_class = "openai", "AsyncOpenAI", "OpenAIError"
 
     def _params(self, call: Call) -> dict[str, Any]:
-        params: dict[str, Any] = {
-            "model": call.model,
-            "input": [item for m in call.messages for item in _items(m)],
-            "max_output_tokens": call.max_output_tokens,
-            "store": False,
-        }
+        params = common_params(call, max_tokens="max_output_tokens")
+        params["input"] = [item for m in call.messages for item in _items(m)]
+        params["store"] = False
         if call.system:
             params["instructions"] = call.system
-        if call.temperature is not None:
-            params["temperature"] = call.temperature
         if call.tools:
             params["tools"] = [
                 {
@@ -61,20 +44,15 @@ class OpenAIResponses(Harness):
         return params
 
     async def complete(self, call: Call) -> Completion:
-        try:
-            response = await post_json(self.client, "/responses", self._params(call))
-        except self._sdk.OpenAIError as exc:
-            raise translate_sdk_error(exc, self._sdk) from exc
-        return _completion(response)
+        return _completion(
+            await self._request(post_json, self.client, "/responses", self._params(call))
+        )
 
     async def stream(self, call: Call) -> AsyncIterator[TextDelta | Completion]:
-        try:
-            events = await self.client.responses.create(**self._params(call), stream=True)
-        except self._sdk.OpenAIError as exc:
-            raise translate_sdk_error(exc, self._sdk) from exc
+        raw = await self._request(self.client.responses.create, **self._params(call), stream=True)
         final: Completion | None = None
         text: list[str] = []
-        try:
+        async with aclosing(self._events(raw)) as events:
             async for event in events:
                 if event.type == "response.output_text.delta":
                     text.append(event.delta)
@@ -87,14 +65,7 @@ class OpenAIResponses(Harness):
                         f"the upstream stream failed: {_event_error(event)}",
                         retry_after_s=None,
                     )
-        except self._sdk.OpenAIError as exc:
-            raise translate_sdk_error(exc, self._sdk) from exc
-        finally:
-            await shielded(events.close())
         yield final or Completion(text="".join(text), usage=None, finish_reason="other")
-
-    async def aclose(self) -> None:
-        await self.client.close()
 
 
 def _items(message: Message) -> list[dict[str, Any]]:
