@@ -39,14 +39,19 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port to bind (CERVER_PORT).")] = None,
 ) -> None:
     """Start Ray (or join RAY_ADDRESS), deploy the Serve app, and serve until Ctrl-C/SIGTERM."""
+    from cerver.serve_app.ingress import apply_ingress_env
+
+    settings = _settings(host, port)
+    _prepare_home(settings)
+    # Before Ray's Serve modules are imported here or in the Ray processes started below.
+    apply_ingress_env(settings)
+
     import ray
     from ray import serve as ray_serve
 
     from cerver.serve_app.app import application
     from cerver.store import Store
 
-    settings = _settings(host, port)
-    _prepare_home(settings)
     if settings.local_provider:
         from cerver.adapters.local.isolation import policy_notice
 
