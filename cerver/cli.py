@@ -43,8 +43,11 @@ def serve(
 
     settings = _settings(host, port)
     _prepare_home(settings)
-    # Before Ray's Serve modules are imported here or in the Ray processes started below.
-    apply_ingress_env(settings)
+    address = os.environ.get("RAY_ADDRESS")
+    if not address:
+        # Our own Ray: its processes inherit the front door's variables (set before Ray's
+        # Serve modules are imported). A cluster we join has them from its `ray start`.
+        apply_ingress_env(settings)
 
     import ray
     from ray import serve as ray_serve
@@ -62,7 +65,6 @@ def serve(
         token = store.accounts.issue_token(account.id)
         typer.echo("First start: created account 'default'. Its token, shown once:")
         typer.echo(f"CERVER_API_TOKEN={token}")
-    address = os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, namespace=settings.ray_namespace, log_to_driver=False)
     else:

@@ -6,8 +6,9 @@ actor, the ingress, another process) appends without a gap and without a read-mo
 race. Appends to one session queue behind a lock: the append's first statement updates the
 session row (its byte total), which on PostgreSQL locks that row, so under READ COMMITTED
 the INSERT that follows sees the entry the previous holder committed; SQLite admits one
-writer at a time anyway (and that UPDATE takes the write lock before anything is read). The primary key (session_id, seq) stays the backstop: a lost
-race would be a retry, never a duplicate.
+writer at a time anyway (and that UPDATE takes the write lock before anything is read).
+The primary key (session_id, seq) stays the backstop: a lost race would be a retry, never a
+duplicate.
 
 Transcripts are bounded (docs/sessions.md, "Transcript budget"): each entry records its size
 in bytes and the session its running total. An append that takes the total past the
