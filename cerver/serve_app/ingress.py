@@ -13,7 +13,7 @@ Ray's defaults put HAProxy's config, admin socket and state under ``/tmp/haproxy
 its stats and Prometheus listeners on ports 8404 and 9101, machine-wide: two Cerver servers
 (or a test run beside a server) on one machine would fight over them. So each server gets
 its own directory under CERVER_HOME (0700: the admin socket is world-writable inside it)
-and free ports, unless the operator set those variables already.
+and free ports (HAProxy's config file there names them).
 """
 
 from __future__ import annotations
@@ -51,12 +51,14 @@ def _haproxy_dir(home: Path) -> Path:
 
 def ingress_env(haproxy: bool, home: Path) -> dict[str, str]:
     """The Ray Serve variables for the front door (``Settings.serve_haproxy``); HAProxy's
-    files go under ``home``. Ours win for the flag; an operator's own paths and ports are
-    kept."""
+    files go under ``home``. They replace any inherited from the environment: a server
+    started by another one's process (tests, a supervisor) must not share its sockets and
+    ports."""
     if not haproxy:
         return {HAPROXY_FLAG: "0"}
     base = _haproxy_dir(home)
-    defaults = {
+    return {
+        HAPROXY_FLAG: "1",
         "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(base / "haproxy.cfg"),
         "RAY_SERVE_HAPROXY_SOCKET_PATH": str(base / "admin.sock"),
         "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(base / "metrics.sock"),
@@ -65,8 +67,6 @@ def ingress_env(haproxy: bool, home: Path) -> dict[str, str]:
         "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
     }
-    env = {key: os.environ.get(key) or value for key, value in defaults.items()}
-    return {HAPROXY_FLAG: "1", **env}
 
 
 def apply_ingress_env(settings: Settings) -> dict[str, str]:
