@@ -61,6 +61,10 @@ CONFIGS: dict[str, tuple[dict[str, str], dict[str, Any]]] = {
     "proxy": ({}, {"serve_haproxy": False}),
     "haproxy-throughput": ({"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}, {"serve_haproxy": True}),
     "proxy-throughput": ({"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}, {"serve_haproxy": False}),
+    # HAProxy's threads (Ray's default is 4, on any machine)
+    "haproxy-1thread": ({"RAY_SERVE_HAPROXY_NBTHREAD": "1"}, {"serve_haproxy": True}),
+    "haproxy-2threads": ({"RAY_SERVE_HAPROXY_NBTHREAD": "2"}, {"serve_haproxy": True}),
+    "haproxy-no-timing": ({}, {"serve_haproxy": True, "server_timing": False}),
 }
 TARGETS = {"overhead_p50": 2.0, "overhead_p95": 5.0, "true_p50": 5.0, "runs_per_s": 400.0}
 

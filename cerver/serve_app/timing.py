@@ -84,8 +84,10 @@ class ServerTiming:
         async def timed_send(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers") or [])
-                headers.append((b"server-timing", timing.header().encode()))
-                message = {**message, "headers": headers}
+                if not any(name.lower() == b"server-timing" for name, _ in headers):
+                    # (a route that wrote its own, e.g. the dashboard's pages, keeps it)
+                    headers.append((b"server-timing", timing.header().encode()))
+                    message = {**message, "headers": headers}
             await send(message)
 
         await self.app(scope, receive, timed_send)
