@@ -4,11 +4,11 @@ one run.
 For each configuration (alternated ``--rounds`` times, each in a fresh child process with
 its own Ray + Serve + SQLite, `local` provider) it measures over HTTP on loopback:
   - sequential runs of ``true``: the client's latency, the gateway overhead (latency minus
-    the run's own ``duration_ms``) and the server's ``Server-Timing`` phases: auth, session
-    (the store read of the session row), admit / release (the account-limits actor), route
-    (finding the session's host), actor (the host call's round trip outside the host),
-    sandbox (the adapter's run), commit (the transcript append), host (the rest inside the
-    host); ``http`` = client latency - ``app`` (the proxy hop, uvicorn, the client),
+    the run's own ``duration_ms``) and the server's ``Server-Timing`` phases: auth,
+    session+admit (the store read of the session row and the account-limits actor's slot,
+    at once), route (finding the session's host), actor (the host call's round trip outside
+    the host), sandbox (the adapter's run), commit (the transcript append), host (the rest
+    inside the host); ``http`` = client latency - ``app`` (the proxy hop, uvicorn, the client),
     ``respond`` = ``app`` - the phases (FastAPI, validation, JSON);
   - ``GET /healthz`` (the HTTP hop alone);
   - runs/s of ``echo`` from 16 clients over 8 sessions, and the errors.
@@ -43,14 +43,12 @@ RESULTS = HERE / "results" / "breakdown.json"
 CREATE = {"compute": {"provider": "local"}}
 PHASES = (
     "auth",
-    "session",
-    "admit",
+    "session+admit",
     "route",
     "actor",
     "sandbox",
     "commit",
     "host",
-    "release",
     "respond",
     "http",
 )
@@ -231,7 +229,7 @@ def report(results: list[dict[str, Any]]) -> None:
     if not ok:
         return
     cols = [f"{r['config']}#{i}" for i, r in enumerate(ok)]
-    width = max(14, *(len(c) + 2 for c in cols))
+    width = max(17, *(len(c) + 2 for c in cols))
     print("\nms per run of `true`, sequential (p50; Server-Timing phases):")
     print("phase".ljust(14) + "".join(c.rjust(width) for c in cols))
     for phase in (*PHASES, "app"):
