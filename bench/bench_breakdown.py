@@ -63,6 +63,19 @@ CONFIGS: dict[str, tuple[dict[str, str], dict[str, Any]]] = {
     "haproxy-1thread": ({"RAY_SERVE_HAPROXY_NBTHREAD": "1"}, {"serve_haproxy": True}),
     "haproxy-2threads": ({"RAY_SERVE_HAPROXY_NBTHREAD": "2"}, {"serve_haproxy": True}),
     "haproxy-no-timing": ({}, {"serve_haproxy": True, "server_timing": False}),
+    # Parts of the throughput-optimized mode, one at a time: the app's code on the replica's
+    # own event loop (not a loop in a thread of its own), and buffered request logs.
+    "haproxy-oneloop": (
+        {
+            "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+            "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+        },
+        {"serve_haproxy": True},
+    ),
+    "haproxy-logbuffer": (
+        {"RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000"},
+        {"serve_haproxy": True},
+    ),
 }
 TARGETS = {"overhead_p50": 2.0, "overhead_p95": 5.0, "true_p50": 5.0, "runs_per_s": 400.0}
 
