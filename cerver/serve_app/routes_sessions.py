@@ -314,9 +314,13 @@ async def run(
     # The session's row (a store read) and the run's slot (the limits actor) at once.
     admission = Admission(c.settings, "start_run", who.id, timeout)
     with span(request, "session+admit"):
-        found, admitted = await asyncio.gather(
-            _runnable(c, who, session_id), admission.__aenter__(), return_exceptions=True
-        )
+        try:
+            found, admitted = await asyncio.gather(
+                _runnable(c, who, session_id), admission.__aenter__(), return_exceptions=True
+            )
+        except BaseException:  # cancelled (the client went away): free a slot already taken
+            admission.release_soon()
+            raise
     for failed in (found, admitted):  # the session's error first (404 before 429)
         if isinstance(failed, BaseException):
             await admission.release()  # a slot taken for a run that will not happen
