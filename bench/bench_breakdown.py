@@ -35,10 +35,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_sessions import pct  # p50/p95/p99/mean, as the session bench reports them
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+
 RESULTS = HERE / "results" / "breakdown.json"
 CREATE = {"compute": {"provider": "local"}}
 PHASES = (
@@ -78,20 +80,6 @@ CONFIGS: dict[str, tuple[dict[str, str], dict[str, Any]]] = {
     ),
 }
 TARGETS = {"overhead_p50": 2.0, "overhead_p95": 5.0, "true_p50": 5.0, "runs_per_s": 400.0}
-
-
-def pct(values: list[float]) -> dict[str, float]:
-    arr = np.asarray(values, dtype=float)
-    if arr.size == 0:
-        return {"n": 0}
-    p50, p95, p99 = np.percentile(arr, [50, 95, 99])
-    return {
-        "n": int(arr.size),
-        "p50": round(float(p50), 3),
-        "p95": round(float(p95), 3),
-        "p99": round(float(p99), 3),
-        "mean": round(float(arr.mean()), 3),
-    }
 
 
 def load() -> list[float]:
