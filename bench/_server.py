@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cerver.config import Settings, prepare_home
+from cerver.serve_app.ingress import apply_ingress_env
 
 
 def free_port() -> int:
@@ -42,6 +43,7 @@ def running_server(
         **overrides,
     )
     prepare_home(settings)
+    apply_ingress_env(settings)  # HAProxy or Serve's proxy: before Ray starts
     store = Store.open(settings.database_url)
     token = store.accounts.issue_token(store.accounts.get_or_create("bench").id)
     ray.init(

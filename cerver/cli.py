@@ -39,14 +39,22 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port to bind (CERVER_PORT).")] = None,
 ) -> None:
     """Start Ray (or join RAY_ADDRESS), deploy the Serve app, and serve until Ctrl-C/SIGTERM."""
+    from cerver.serve_app.ingress import apply_ingress_env
+
+    settings = _settings(host, port)
+    _prepare_home(settings)
+    address = os.environ.get("RAY_ADDRESS")
+    if not address:
+        # Our own Ray: its processes inherit the front door's variables (set before Ray's
+        # Serve modules are imported). A cluster we join has them from its `ray start`.
+        apply_ingress_env(settings)
+
     import ray
     from ray import serve as ray_serve
 
     from cerver.serve_app.app import application
     from cerver.store import Store
 
-    settings = _settings(host, port)
-    _prepare_home(settings)
     if settings.local_provider:
         from cerver.adapters.local.isolation import policy_notice
 
@@ -57,7 +65,6 @@ def serve(
         token = store.accounts.issue_token(account.id)
         typer.echo("First start: created account 'default'. Its token, shown once:")
         typer.echo(f"CERVER_API_TOKEN={token}")
-    address = os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, namespace=settings.ray_namespace, log_to_driver=False)
     else:

@@ -250,6 +250,12 @@ class Settings(BaseModel):
     older_secret_keys: tuple[SecretStr, ...] = ()
     vercel_api_url: str = DEFAULT_VERCEL_API_URL
     daytona_api_url: str = DEFAULT_DAYTONA_API_URL
+    # --- issue 16 (perfpath): the request hot path (docs/performance.md) ---
+    # Serve's HAProxy ingress in front of the replicas (set before Ray starts; see
+    # cerver/serve_app/ingress.py). Off: Serve's own Python proxy.
+    serve_haproxy: bool = True
+    # A Server-Timing header on every response: where the request's milliseconds went.
+    server_timing: bool = True
 
     @property
     def sandboxes_dir(self) -> Path:
@@ -321,6 +327,8 @@ class Settings(BaseModel):
             **_secret_keys(home),
             vercel_api_url=_env_str("CERVER_VERCEL_API_URL", DEFAULT_VERCEL_API_URL),
             daytona_api_url=_env_str("CERVER_DAYTONA_API_URL", DEFAULT_DAYTONA_API_URL),
+            serve_haproxy=_env_bool("CERVER_SERVE_HAPROXY", True),  # issue 16 (perfpath)
+            server_timing=_env_bool("CERVER_SERVER_TIMING", True),  # issue 16 (perfpath)
         )
 
 

@@ -41,10 +41,20 @@ def make_home() -> Path:
     return home
 
 
+def apply_test_ingress_env() -> None:
+    """The Serve front door the server fixtures use: HAProxy unless CERVER_SERVE_HAPROXY=0
+    (set before Ray starts; cerver/serve_app/ingress.py)."""
+    from cerver.serve_app.ingress import ingress_env
+
+    haproxy = os.environ.get("CERVER_SERVE_HAPROXY", "1").strip().lower() not in ("0", "false")
+    os.environ.update(ingress_env(haproxy, make_home()))
+
+
 @pytest.fixture(scope="session")
 def ray_runtime() -> Iterator[None]:
     import ray
 
+    apply_test_ingress_env()
     ray.init(
         address="local",
         num_cpus=2,

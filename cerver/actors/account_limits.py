@@ -17,6 +17,7 @@ runs at once).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,8 @@ from ray.actor import ActorHandle
 from cerver.config import Settings
 from cerver.errors import LimitReached
 from cerver.store.ids import new_id
+
+logger = logging.getLogger(__name__)
 
 LIMITS_ACTOR_NAME = "cerver-account-limits"
 PROVISION_LEASE_S = 900.0  # an admitted create that never reports back frees its slot
@@ -227,3 +230,35 @@ class Admission:
         lease, self.lease = self.lease, None
         if lease is not None:
             await asyncio.shield(call_limits(self.settings, "done", lease))
+
+    def release_soon(self) -> None:
+        """Free the slot without waiting for the limits actor's answer (one actor round
+        trip off the response): the call is sent now, in order behind this replica's
+        earlier calls, and retried in the background if the actor was restarting."""
+        lease, self.lease = self.lease, None
+        if lease is None:
+            return
+        sent: Any
+        try:
+            sent = limits_handle(self.settings).done.remote(lease)
+        except Exception:
+            sent = None  # no handle now: the background call below copes
+        task = asyncio.get_running_loop().create_task(self._confirm(sent, lease))
+        _releasing.add(task)
+        task.add_done_callback(_releasing.discard)
+
+    async def _confirm(self, sent: Any, lease: str) -> None:
+        if sent is not None:
+            try:
+                await sent
+                return
+            except Exception:
+                pass  # the actor was restarting or remade: call_limits waits for it
+        try:
+            await call_limits(self.settings, "done", lease)
+        except Exception as exc:  # the lease then expires on its own (timeout + grace)
+            logger.warning("could not free run slot %s: %s", lease, exc)
+
+
+# Background releases in flight (a task nobody references may be garbage-collected).
+_releasing: set[asyncio.Task[None]] = set()

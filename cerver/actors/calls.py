@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import time
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
@@ -72,11 +73,23 @@ class ActorCaller(abc.ABC):
     def forget(self, entity_id: str) -> None:
         self._handles.pop(entity_id, None)
 
-    async def _call(self, entity_id: str, owner: str, method: Method, *args: Any) -> Any:
+    async def _call(
+        self,
+        entity_id: str,
+        owner: str,
+        method: Method,
+        *args: Any,
+        spans: dict[str, float] | None = None,
+    ) -> Any:
+        """``spans``, if given, gets ``route``: the milliseconds spent finding the actor."""
         retried_dead = False
         for _attempt in range(_MAX_ATTEMPTS):
             was_cached = entity_id in self._handles
+            found_at = time.perf_counter()
             handle = await self.handle(entity_id, owner)
+            if spans is not None:
+                route_ms = (time.perf_counter() - found_at) * 1000.0
+                spans["route"] = spans.get("route", 0.0) + route_ms
             try:
                 return await method(handle).remote(*self._lead(entity_id), *args)
             except RayTaskError as exc:

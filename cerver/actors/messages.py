@@ -34,6 +34,9 @@ class SessionRun(BaseModel):
     provider: str
     compute_id: str
     latency_ms: float
+    # Milliseconds inside the host: the sandbox's run, the store commit, the rest (the
+    # Server-Timing header's sandbox / commit / host phases).
+    timings: dict[str, float] = {}
 
 
 class StreamStarted(BaseModel):

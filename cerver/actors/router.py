@@ -71,9 +71,17 @@ class SessionRouter(ActorCaller):
         return cast(Attached, found)
 
     async def run(
-        self, session_id: str, owner: str, request: ExecRequest, received_at: float
+        self,
+        session_id: str,
+        owner: str,
+        request: ExecRequest,
+        received_at: float,
+        *,
+        spans: dict[str, float] | None = None,
     ) -> SessionRun:
-        found = await self._call(session_id, owner, lambda host: host.run, request, received_at)
+        found = await self._call(
+            session_id, owner, lambda host: host.run, request, received_at, spans=spans
+        )
         return cast(SessionRun, found)
 
     def run_stream(

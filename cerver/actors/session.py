@@ -310,8 +310,10 @@ class SessionCore:
         return row, self._record
 
     async def run(self, request: ExecRequest, received_at: float) -> SessionRun:
+        entered = time.perf_counter()
         row, record = await self._ready()
         adapter = await self._adapter(record)
+        sandbox_started = time.perf_counter()
         try:
             result = await adapter.run(record, request)
         except ProviderError as exc:
@@ -329,17 +331,26 @@ class SessionCore:
         metrics.op(ok=True)
         metrics.exec_done(latency_ms, time.time())
         metrics.egress_denied_count += len(result.egress_denied)
+        commit_started = time.perf_counter()
         seq = await self._append(
             "exec",
             {**_exec_content(request, adapter), "result": _result_content(result, adapter)},
             metrics,
         )
+        done = time.perf_counter()
+        sandbox_ms = (commit_started - sandbox_started) * 1000.0
+        commit_ms = (done - commit_started) * 1000.0
         return SessionRun(
             result=result,
             seq=seq,
             provider=row.provider or record.provider,
             compute_id=row.compute_id or "",
             latency_ms=latency_ms,
+            timings={
+                "sandbox": sandbox_ms,
+                "commit": commit_ms,
+                "host": (done - entered) * 1000.0 - sandbox_ms - commit_ms,
+            },
         )
 
     async def run_stream(

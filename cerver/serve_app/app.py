@@ -64,6 +64,10 @@ def build_app(settings: Settings) -> FastAPI:
     # The original Cerver API's index and CORS (issue 17); /dashboard stays closed to CORS.
     app.include_router(routes_index.router)
     app.add_middleware(OpenCors, closed_prefixes=("/dashboard",))
+    if settings.server_timing:  # issue 16 (perfpath): outermost, so `app` is the whole time
+        from cerver.serve_app.timing import ServerTiming
+
+        app.add_middleware(ServerTiming)
 
     @app.on_event("startup")
     async def warm_pool() -> None:

@@ -15,6 +15,7 @@ from cerver.actors.sandbox_directory import SandboxDirectory
 from cerver.config import Settings
 from cerver.errors import Unauthorized
 from cerver.llm.service import LlmService
+from cerver.serve_app.timing import span
 from cerver.store import Account, Store
 from cerver.store.accounts import hash_token
 
@@ -72,6 +73,11 @@ _auth_cache: dict[str, tuple[Account, float]] = {}
 
 
 async def _authenticate(request: Request, token: str) -> Account:
+    with span(request, "auth"):
+        return await _authenticate_untimed(request, token)
+
+
+async def _authenticate_untimed(request: Request, token: str) -> Account:
     key = hash_token(token)
     cached = _auth_cache.get(key)
     now = time.monotonic()

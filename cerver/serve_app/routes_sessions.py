@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from cerver.actors.account_limits import Admission
 from cerver.actors.calls import Moved
-from cerver.actors.messages import StreamStarted, session_event_wire
+from cerver.actors.messages import SessionRun, StreamStarted, session_event_wire
 from cerver.adapters.base import ExecRequest
 from cerver.adapters.catalog import get_profile
 from cerver.errors import CerverError, NotFound, SessionClosed, Unprocessable
@@ -22,6 +22,7 @@ from cerver.models import CreateSession, RunRequest, RunResponse, SessionView, S
 from cerver.serve_app.compute_choice import check_choice, choices_for_create, fallback_choice
 from cerver.serve_app.deps import AppContext, account, ctx, wants_stream
 from cerver.serve_app.errors import ERROR_RESPONSES
+from cerver.serve_app.timing import add, span
 from cerver.serve_app.views import decode_cursor, encode_cursor, metrics_of, session_view
 from cerver.store import Account, SessionRow
 from cerver.store.ids import new_id, now
@@ -300,9 +301,6 @@ async def run(
     c: AppContext = Depends(ctx),
 ) -> Any:
     received = time.time()
-    row = await owned_session(c, who, session_id)
-    if row.status == "closed":
-        raise SessionClosed(f"session {session_id} is closed; create a new session to run code")
     timeout = body.timeout if body.timeout is not None else c.settings.run_timeout_s
     if timeout > c.settings.max_run_timeout_s:
         raise Unprocessable(
@@ -310,29 +308,30 @@ async def run(
             f"{c.settings.max_run_timeout_s}s; lower it",
             details={"field": "timeout", "max": c.settings.max_run_timeout_s},
         )
-    exec_request = ExecRequest(
-        code=body.code,
-        language=body.language or row.runtime,  # type: ignore[arg-type]
-        timeout_s=timeout,
-        env=body.env,
-        cwd=body.cwd,
-        # No language given on a node/python session: code that does not parse as the
-        # runtime's language runs as shell (docs/providers.md), where the adapter can tell.
-        shell_fallback=body.language is None and row.runtime != "shell",
-    )
     if wants_stream(body.stream, request):
-        return await _stream(c, row, exec_request, received)
-    async with Admission(c.settings, "start_run", who.id, timeout):
+        row = await _runnable(c, who, session_id)
+        return await _stream(c, row, _exec_request(body, row, timeout), received)
+    # The session's row (a store read) and the run's slot (the limits actor) at once.
+    admission = Admission(c.settings, "start_run", who.id, timeout)
+    with span(request, "session+admit"):
         try:
-            out = await c.sessions.run(row.id, who.id, exec_request, received)
-        except CerverError as exc:
-            moved = fallback_choice(exc, row.runtime) if body.fallback else None
-            if moved is None:
-                raise
-            # The session's compute is offline: move the session (the transcript records
-            # the attach and why), then run there.
-            await c.sessions.attach(row.id, who.id, moved, f"fallback: {exc.message}")
-            out = await c.sessions.run(row.id, who.id, exec_request, received)
+            found, admitted = await asyncio.gather(
+                _runnable(c, who, session_id), admission.__aenter__(), return_exceptions=True
+            )
+        except BaseException:  # cancelled (the client went away): free a slot already taken
+            admission.release_soon()
+            raise
+    for failed in (found, admitted):  # the session's error first (404 before 429)
+        if isinstance(failed, BaseException):
+            await admission.release()  # a slot taken for a run that will not happen
+            raise failed
+    assert isinstance(found, SessionRow)
+    row = found
+    try:
+        exec_request = _exec_request(body, row, timeout)
+        out = await _run_timed(c, row, who, body, exec_request, received, request)
+    finally:
+        admission.release_soon()
     headers = {
         "X-Cerver-Session-Id": row.id,
         "X-Cerver-Provider": out.provider,
@@ -346,6 +345,58 @@ async def run(
         **out.result.model_dump(),
     )
     return JSONResponse(payload.model_dump(), headers=headers)
+
+
+async def _runnable(c: AppContext, who: Account, session_id: str) -> SessionRow:
+    row = await owned_session(c, who, session_id)
+    if row.status == "closed":
+        raise SessionClosed(f"session {session_id} is closed; create a new session to run code")
+    return row
+
+
+def _exec_request(body: RunRequest, row: SessionRow, timeout: float) -> ExecRequest:
+    return ExecRequest(
+        code=body.code,
+        language=body.language or row.runtime,  # type: ignore[arg-type]
+        timeout_s=timeout,
+        env=body.env,
+        cwd=body.cwd,
+        # No language given on a node/python session: code that does not parse as the
+        # runtime's language runs as shell (docs/providers.md), where the adapter can tell.
+        shell_fallback=body.language is None and row.runtime != "shell",
+    )
+
+
+async def _run_timed(
+    c: AppContext,
+    row: SessionRow,
+    who: Account,
+    body: RunRequest,
+    exec_request: ExecRequest,
+    received: float,
+    request: Request,
+) -> SessionRun:
+    """The run on the session's host; Server-Timing gets ``route`` (finding the host),
+    ``actor`` (the call's round trip outside the host) and the host's own phases."""
+    spans: dict[str, float] = {}
+    started = time.perf_counter()
+    try:
+        out = await c.sessions.run(row.id, who.id, exec_request, received, spans=spans)
+    except CerverError as exc:
+        moved = fallback_choice(exc, row.runtime) if body.fallback else None
+        if moved is None:
+            raise
+        # The session's compute is offline: move the session (the transcript records
+        # the attach and why), then run there.
+        await c.sessions.attach(row.id, who.id, moved, f"fallback: {exc.message}")
+        out = await c.sessions.run(row.id, who.id, exec_request, received)
+    call_ms = (time.perf_counter() - started) * 1000.0
+    route_ms = spans.get("route", 0.0)
+    add(request, "route", route_ms)
+    add(request, "actor", call_ms - route_ms - sum(out.timings.values()))
+    for name, ms in out.timings.items():
+        add(request, name, ms)
+    return out
 
 
 async def _stream(

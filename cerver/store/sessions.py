@@ -3,11 +3,12 @@
 Transcript entries are numbered per session by the store itself, in the same statement that
 inserts them (``INSERT ... SELECT max(seq)+1 ... RETURNING seq``), so any writer (the session
 actor, the ingress, another process) appends without a gap and without a read-modify-write
-race. Appends to one session queue behind a lock: on PostgreSQL the session row is locked
-(``SELECT ... FOR UPDATE``), so under READ COMMITTED the INSERT that follows sees the entry
-the previous holder committed; SQLite admits one writer at a time anyway (and the INSERT takes
-the write lock before it reads). The primary key (session_id, seq) stays the backstop: a lost
-race would be a retry, never a duplicate.
+race. Appends to one session queue behind a lock: the append's first statement updates the
+session row (its byte total), which on PostgreSQL locks that row, so under READ COMMITTED
+the INSERT that follows sees the entry the previous holder committed; SQLite admits one
+writer at a time anyway (and that UPDATE takes the write lock before anything is read).
+The primary key (session_id, seq) stays the backstop: a lost race would be a retry, never a
+duplicate.
 
 Transcripts are bounded (docs/sessions.md, "Transcript budget"): each entry records its size
 in bytes and the session its running total. An append that takes the total past the
@@ -209,14 +210,21 @@ class Sessions:
         """``append`` inside the caller's transaction (e.g. with a budget settlement, so
         one commit holds both); committed when the caller commits."""
         size = entry_size(content)
-        locked = conn.execute(select(S.c.id).where(S.c.id == session_id).with_for_update()).first()
-        if locked is None:
+        # The session row's UPDATE first: it is the queue (the row's lock; on SQLite the
+        # write lock), one statement for the byte total and the caller's values.
+        row_values: dict[str, Any] = {
+            "transcript_bytes": S.c.transcript_bytes + size,
+            **({"updated_at": now(), **session_values} if session_values else {}),
+        }
+        total = conn.execute(
+            update(S)
+            .where(S.c.id == session_id)
+            .values(**row_values)
+            .returning(S.c.transcript_bytes)
+        ).scalar_one_or_none()
+        if total is None:
             raise RuntimeError(
                 f"could not append to the transcript of {session_id}: no such session"
-            )
-        if session_values:
-            conn.execute(
-                update(S).where(S.c.id == session_id).values(updated_at=now(), **session_values)
             )
         next_seq = (
             select(func.coalesce(func.max(T.c.seq), 0) + 1)
@@ -237,12 +245,6 @@ class Sessions:
                 ),
             )
             .returning(T.c.seq)
-        ).scalar_one()
-        total = conn.execute(
-            update(S)
-            .where(S.c.id == session_id)
-            .values(transcript_bytes=S.c.transcript_bytes + size)
-            .returning(S.c.transcript_bytes)
         ).scalar_one()
         if budget_bytes is not None and total > budget_bytes:
             self._trim(conn, session_id, total - budget_bytes, budget_bytes, seq)

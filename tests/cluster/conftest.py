@@ -31,7 +31,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cerver.config import Settings, prepare_home
-from tests.conftest import free_port, make_home
+from tests.conftest import apply_test_ingress_env, free_port, make_home
 from tests.serve_process import descendants
 from tests.store import pgcluster
 
@@ -118,6 +118,7 @@ def nodes() -> Iterator[Nodes]:
     from ray.cluster_utils import Cluster
 
     _refuse_shared_ray()
+    apply_test_ingress_env()  # every node of this one-machine cluster inherits it
     cluster = Cluster(
         initialize_head=True,
         head_node_args={"num_cpus": 1, "include_dashboard": False},

