@@ -36,6 +36,7 @@ from cerver.adapters.base import (
     env_problem,
 )
 from cerver.adapters.local import egress_inside, files, layout, packages, runtimes
+from cerver.adapters.local.cgroups import SandboxCgroups
 from cerver.adapters.local.egress import EgressProxy
 from cerver.adapters.local.host_interpreter import PythonInterpreter
 from cerver.adapters.local.host_supervisor import ShellTemplate, Supervisor, SupervisorHung
@@ -86,6 +87,7 @@ class LocalAdapter(ComputeAdapter):
         self._live: dict[str, LiveSandbox] = {}
         self._pool = WarmPool(self._provision_pooled, self._discard_pooled)
         self._egress = EgressProxy(settings)  # network.allow sandboxes' way out (egress.py)
+        self._cgroups = SandboxCgroups(self.settings)
 
     # ------------------------------------------------------------------ warm pool
 
@@ -99,7 +101,7 @@ class LocalAdapter(ComputeAdapter):
         return len(self._pool)
 
     def _pool_fits(self, spec: SandboxSpec) -> Callable[[Ready], bool]:
-        limits = limits_from(self.settings, spec.resources.memory_mb)
+        limits = limits_from(self.settings, spec.resources.memory_mb, spec.resources.cpu)
 
         def fits(ready: Ready) -> bool:
             return not spec.network and spec.egress_allow is None and ready.data.limits == limits
@@ -107,9 +109,7 @@ class LocalAdapter(ComputeAdapter):
         return fits
 
     async def _provision_pooled(self) -> Ready:
-        sandbox_id, data = await self._provision(
-            network=False, egress_allow=None, env={}, memory_mb=None
-        )
+        sandbox_id, data = await self._provision(network=False, egress_allow=None, env={})
         try:
             await self._supervisor(sandbox_id, data)
             interp = self._interpreter(sandbox_id, data)
@@ -151,9 +151,14 @@ class LocalAdapter(ComputeAdapter):
         self, data: LocalSandboxData, argv: list[str], *, network: bool, env: dict[str, str],
         cwd_rel: str = "", pass_fds: tuple[int, ...] = (),
     ) -> Launch:  # fmt: skip
+        limits = data.limits
+        if not limits.pids_max:  # a record made before sandboxes had cgroups
+            limits = limits_from(self.settings, limits.memory_mb)
+        procs = self._cgroups.procs_files(os.path.basename(data.workspace), limits)
         return build_launch(
-            self.settings, data, argv, network=network, env=env, cwd_rel=cwd_rel, pass_fds=pass_fds
-        )
+            self.settings, data, argv, network=network, env=env, cwd_rel=cwd_rel,
+            pass_fds=pass_fds, cgroup_procs=procs,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ create
 
@@ -181,6 +186,7 @@ class LocalAdapter(ComputeAdapter):
                 egress_allow=spec.egress_allow,
                 env=spec.env,
                 memory_mb=spec.resources.memory_mb,
+                cpus=spec.resources.cpu,
             )
         return SandboxRecord(
             provider=self.name,
@@ -192,13 +198,14 @@ class LocalAdapter(ComputeAdapter):
 
     async def _provision(
         self, *, network: bool, egress_allow: list[str] | None, env: dict[str, str],
-        memory_mb: int | None,
+        memory_mb: int | None = None, cpus: float | None = None,
     ) -> tuple[str, LocalSandboxData]:  # fmt: skip
         """Make the workspace under the server's isolation policy; no process is started.
 
         Fails closed: unless the operator chose ``rlimits``, a node where bwrap does not
         work refuses to make sandboxes (it never falls back to weaker isolation)."""
         rlimits = self.settings.sandbox_isolation == "rlimits"
+        await asyncio.to_thread(self._cgroups.backend)  # CERVER_CGROUPS=required: fail closed
         sandbox_id, uid, gid = await asyncio.to_thread(self._allocate)
         data = LocalSandboxData(
             workspace=str(layout.workspace_path(self.settings, sandbox_id)),
@@ -209,7 +216,7 @@ class LocalAdapter(ComputeAdapter):
             network=network,
             egress_allow=egress_allow,
             env=dict(env),
-            limits=limits_from(self.settings, memory_mb),
+            limits=limits_from(self.settings, memory_mb, cpus),
         )
         if not rlimits:
             reason = await bwrap_unavailable_reason(self.settings, data)
@@ -282,7 +289,9 @@ class LocalAdapter(ComputeAdapter):
             base = data.model_copy(update={"env": {}})  # spec env is added per run
             bash = runtimes.require_bash()
             shell = ShellTemplate(bash, sandbox_env(base, {}), path_inside(data))
-            sup = live.supervisor = Supervisor(python, build, shell)
+            sup = live.supervisor = Supervisor(
+                python, build, shell, kill_all=lambda: self._kill_cgroup(sandbox_id)
+            )
         if egress_inside.restricted(data):
             await self._egress.ensure(sandbox_id, data)
         await sup.ensure_started()
@@ -486,6 +495,7 @@ class LocalAdapter(ComputeAdapter):
             installs, live.installs = live.installs, set()
             for pgid in installs:
                 await kill_group(pgid)
+        await asyncio.to_thread(self._cgroups.release, sandbox_id)  # what escaped the above
         if data.dedicated_uid:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 5.0
@@ -508,3 +518,8 @@ class LocalAdapter(ComputeAdapter):
         await asyncio.gather(
             *(live.supervisor.stop() for live in lives if live.supervisor is not None)
         )
+        await asyncio.to_thread(self._cgroups.close)
+
+    async def _kill_cgroup(self, sandbox_id: str) -> None:
+        """The last step of a kill that was not answered: everything in the sandbox's cgroup."""
+        await asyncio.to_thread(self._cgroups.kill, sandbox_id)
