@@ -182,6 +182,8 @@ class Settings(BaseModel):
     sandbox_total_memory_mb: int = 2048  # memory of the whole sandbox (cgroup)
     sandbox_pids_max: int = 256  # tasks (processes and threads) of the whole sandbox
     sandbox_cpus: float = 1.0  # CPUs of the whole sandbox (cgroup CPU quota)
+    sandbox_disk_mb: int = 1024  # bytes on disk of one workspace (0: no budget)
+    sandbox_disk_files: int = 100_000  # files (inodes) of one workspace
     # --- end of per-sandbox cgroups and disk ----------------------------------------------
     output_limit_bytes: int = DEFAULT_OUTPUT_LIMIT_BYTES
     max_file_bytes: int = 16 * 1024 * 1024
@@ -364,6 +366,8 @@ def _sandbox_cgroup_settings() -> dict[str, Any]:
         "sandbox_total_memory_mb": _env_int("CERVER_SANDBOX_TOTAL_MEMORY_MB", 2048, minimum=64),
         "sandbox_pids_max": _env_int("CERVER_SANDBOX_PIDS_MAX", 256, minimum=16),
         "sandbox_cpus": _env_float("CERVER_SANDBOX_CPUS", 1.0, minimum=0.01),
+        "sandbox_disk_mb": _env_int("CERVER_SANDBOX_DISK_MB", 1024, minimum=0),
+        "sandbox_disk_files": _env_int("CERVER_SANDBOX_DISK_FILES", 100_000, minimum=100),
     }
 
 

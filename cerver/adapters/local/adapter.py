@@ -35,7 +35,7 @@ from cerver.adapters.base import (
     SandboxState,
     env_problem,
 )
-from cerver.adapters.local import egress_inside, files, layout, packages, runtimes
+from cerver.adapters.local import disk, egress_inside, files, layout, packages, runtimes
 from cerver.adapters.local.cgroups import SandboxCgroups
 from cerver.adapters.local.egress import EgressProxy
 from cerver.adapters.local.host_interpreter import PythonInterpreter
@@ -269,12 +269,33 @@ class LocalAdapter(ComputeAdapter):
             events = self._run_python(record.sandbox_id, data, request, timeout_s, cwd_rel)
         else:
             events = self._run_command(record.sandbox_id, data, request, timeout_s, cwd_rel)
-        async with contextlib.aclosing(events):
+        async with contextlib.aclosing(events), self._disk_watch(record.sandbox_id, data):
             async for event in events:
                 if event.type == "exit" and event.result is not None:
                     denied = self._egress.take_denials(record.sandbox_id)
                     event.result.egress_denied = [*event.result.egress_denied, *denied]
                 yield event
+
+    def _disk_watch(
+        self, sandbox_id: str, data: LocalSandboxData
+    ) -> contextlib.AbstractAsyncContextManager[object]:
+        """While a run or install is in flight: past the workspace's disk budget, kill
+        everything of the sandbox (the run says why)."""
+        budget = disk.Budget.of(self.settings)
+        if budget is None:
+            return contextlib.nullcontext()
+
+        async def over(reason: str) -> None:
+            note = f"{reason}; all its processes were killed (delete files to go on)"
+            live = self._live.get(sandbox_id)
+            if live is not None and live.supervisor is not None:
+                await live.supervisor.stop(note)
+            if live is not None:
+                for pgid in list(live.installs):
+                    await kill_group(pgid)
+            await self._kill_cgroup(sandbox_id)
+
+        return disk.Watch(budget, data.workspace, over)
 
     async def _supervisor(self, sandbox_id: str, data: LocalSandboxData) -> Supervisor:
         """The sandbox's running supervisor, started (or restarted) when needed."""
@@ -404,17 +425,19 @@ class LocalAdapter(ComputeAdapter):
         if egress_inside.restricted(data):
             await self._egress.ensure(record.sandbox_id, data)
         launch = self._launch(data, argv, network=True, env={})
-        result = await collect(
-            stream_process(
-                launch,
-                timeout_s=self._timeout(request.timeout_s),
-                output_limit=self.settings.output_limit_bytes,
-                track=self._live.setdefault(record.sandbox_id, LiveSandbox()).installs,
+        async with self._disk_watch(record.sandbox_id, data) as watch:
+            result = await collect(
+                stream_process(
+                    launch,
+                    timeout_s=self._timeout(request.timeout_s),
+                    output_limit=self.settings.output_limit_bytes,
+                    track=self._live.setdefault(record.sandbox_id, LiveSandbox()).installs,
+                )
             )
-        )
+        tripped = getattr(watch, "tripped", None)
         return InstallResult(
-            success=result.exit_code == 0 and not result.timed_out,
-            output=result.stdout + result.stderr,
+            success=result.exit_code == 0 and not result.timed_out and tripped is None,
+            output=result.stdout + result.stderr + (f"\n[cerver: {tripped}]\n" if tripped else ""),
             duration_ms=(time.perf_counter() - started) * 1000,
             egress_denied=self._egress.take_denials(record.sandbox_id),
         )
@@ -424,6 +447,7 @@ class LocalAdapter(ComputeAdapter):
     async def write_file(self, record: SandboxRecord, path: str, data: bytes) -> None:
         sb = self._data(record)
         self._alive(sb, record.sandbox_id)
+        await asyncio.to_thread(disk.check_write, self.settings, sb.workspace, len(data))
         await asyncio.to_thread(
             files.write_file, sb.workspace, path, bytes(data),
             max_bytes=self.settings.max_file_bytes, owner=self._owner(sb),
