@@ -88,6 +88,7 @@ class LocalAdapter(ComputeAdapter):
         self._pool = WarmPool(self._provision_pooled, self._discard_pooled)
         self._egress = EgressProxy(settings)  # network.allow sandboxes' way out (egress.py)
         self._cgroups = SandboxCgroups(self.settings)
+        self._disk_over: set[str] = set()  # sandboxes last measured over their disk budget
 
     # ------------------------------------------------------------------ warm pool
 
@@ -295,7 +296,7 @@ class LocalAdapter(ComputeAdapter):
                     await kill_group(pgid)
             await self._kill_cgroup(sandbox_id)
 
-        return disk.Watch(budget, data.workspace, over)
+        return disk.Watch(budget, data.workspace, over, over=self._disk_over, key=sandbox_id)
 
     async def _supervisor(self, sandbox_id: str, data: LocalSandboxData) -> Supervisor:
         """The sandbox's running supervisor, started (or restarted) when needed."""

@@ -119,7 +119,7 @@ class Cgroup:
             if time.monotonic() > deadline:
                 log.warning("cgroup %s still has processes after a kill", self.dirs[0])
                 return False
-            time.sleep(0.01)
+            time.sleep(0.002)
 
     def remove(self) -> bool:
         """Kill what is left, then delete the cgroup; True when it is gone."""
@@ -127,10 +127,10 @@ class Cgroup:
             self.kill()
         gone = True
         for d in self.dirs:
-            for _ in range(100):  # tasks just killed leave the cgroup a moment later
+            for _ in range(500):  # tasks just killed leave the cgroup a moment later
                 if _rmdir(d):
                     break
-                time.sleep(0.01)
+                time.sleep(0.002)
             else:
                 gone = False
         return gone

@@ -109,20 +109,29 @@ def check_write(settings: Settings, workspace: str, size: int) -> None:
 
 class Watch:
     """Measures a workspace while something runs in it; calls ``on_over`` (once) with the
-    reason when the budget is passed. Use as ``async with``."""
+    reason when the budget is passed. Use as ``async with``.
+
+    ``over``: the sandboxes known to be over their budget (this watch keeps it current).
+    Only for those is the workspace measured before the run starts (it may then shrink,
+    never grow); any other run is measured first after ``MIN_POLL_S``, so most runs end
+    without a walk, and one that passes the budget in that time is stopped then."""
 
     def __init__(
-        self, budget: Budget, workspace: str, on_over: Callable[[str], Awaitable[None]]
-    ) -> None:
+        self, budget: Budget, workspace: str, on_over: Callable[[str], Awaitable[None]],
+        *, over: set[str], key: str,
+    ) -> None:  # fmt: skip
         self._budget = budget
         self._workspace = workspace
         self._on_over = on_over
+        self._over, self._key = over, key
         self._task: asyncio.Task[None] | None = None
         self.tripped: str | None = None
 
     async def __aenter__(self) -> Watch:
-        start = await asyncio.to_thread(measure, self._workspace, self._budget)
-        allowed = start if self._budget.over(start) else None  # over already: may shrink
+        allowed = None
+        if self._key in self._over:
+            start = await asyncio.to_thread(measure, self._workspace, self._budget)
+            allowed = start if self._budget.over(start) else None
         self._task = asyncio.create_task(self._watch(allowed))
         return self
 
@@ -133,13 +142,18 @@ class Watch:
                 await self._task
 
     async def _watch(self, allowed: Usage | None) -> None:
+        wait = MIN_POLL_S
         while True:
+            await asyncio.sleep(wait)
             started = time.perf_counter()
             usage = await asyncio.to_thread(measure, self._workspace, self._budget)
+            if self._budget.over(usage) is None:
+                self._over.discard(self._key)
+            else:
+                self._over.add(self._key)
             reason = self._budget.over(usage, allowed)
             if reason is not None:
                 self.tripped = reason
                 await self._on_over(reason)
                 return
-            took = time.perf_counter() - started
-            await asyncio.sleep(max(MIN_POLL_S, POLL_COST_RATIO * took))
+            wait = max(MIN_POLL_S, POLL_COST_RATIO * (time.perf_counter() - started))
