@@ -360,3 +360,27 @@ async def test_required_refuses_sandboxes_and_leaves_nothing(tmp_path: Path) -> 
         assert not settings.sandboxes_dir.exists() or not any(settings.sandboxes_dir.iterdir())
     finally:
         await adapter.close()
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def test_the_settings_are_read_and_checked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from cerver.config import ConfigError
+
+    monkeypatch.setenv("CERVER_HOME", str(tmp_path / "cfg"))
+    values = {
+        "CERVER_CGROUPS": "required", "CERVER_CGROUPS_PARENT": "/delegated/cerver",
+        "CERVER_SANDBOX_TOTAL_MEMORY_MB": "512", "CERVER_SANDBOX_PIDS_MAX": "64",
+        "CERVER_SANDBOX_CPUS": "0.5", "CERVER_SANDBOX_DISK_MB": "0",
+        "CERVER_SANDBOX_DISK_FILES": "5000",
+    }  # fmt: skip
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    s = Settings.from_env()
+    assert (s.cgroups, s.cgroups_parent) == ("required", "/delegated/cerver")
+    assert (s.sandbox_total_memory_mb, s.sandbox_pids_max, s.sandbox_cpus) == (512, 64, 0.5)
+    assert (s.sandbox_disk_mb, s.sandbox_disk_files) == (0, 5000)
+    monkeypatch.setenv("CERVER_CGROUPS", "sometimes")
+    with pytest.raises(ConfigError, match="CERVER_CGROUPS"):
+        Settings.from_env()
