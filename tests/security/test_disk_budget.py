@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -61,7 +62,7 @@ async def test_a_run_that_fills_past_the_budget_is_killed(
 
 
 async def test_too_many_files_are_killed(adapter: LocalAdapter, sandbox: SandboxRecord) -> None:
-    code = "mkdir m; for i in $(seq 2000); do : > m/$i; done; echo done"
+    code = "mkdir m; for i in $(seq 20000); do : > m/$i; done; echo done"
     out = await adapter.run(sandbox, ExecRequest(code=code, timeout_s=60))
     assert out.exit_code != 0 and "done" not in out.stdout
     assert "passed its budget of 300 files" in out.stderr
@@ -77,3 +78,31 @@ async def test_the_files_api_refuses_a_write_past_the_budget(
     assert err.value.details["setting"] == "CERVER_SANDBOX_DISK_MB"
     with pytest.raises(NotFound):
         await adapter.read_file(sandbox, "big3")
+
+
+async def test_a_short_run_past_the_budget_is_caught_after_it(
+    adapter: LocalAdapter, sandbox: SandboxRecord
+) -> None:
+    """Ends before the first measurement (0.1 s): measured after its answer; from then the
+    sandbox is known to be over, its files-API writes refused, its next run watched from
+    its start (it may shrink the workspace, never grow it)."""
+    out = await adapter.run(
+        sandbox,
+        ExecRequest(
+            code="fallocate -l 20M a 2>/dev/null || head -c 20000000 /dev/zero > a; echo short"
+        ),
+    )
+    assert out.stdout == "short\n"
+    for _ in range(100):
+        if sandbox.sandbox_id in adapter._disk_over:
+            break
+        await asyncio.sleep(0.02)
+    assert sandbox.sandbox_id in adapter._disk_over
+    with pytest.raises(PayloadTooLarge):
+        await adapter.write_file(sandbox, "more", b"x")
+    out = await adapter.run(
+        sandbox, ExecRequest(code="head -c 2000000 /dev/zero > b; sleep 1; echo grew")
+    )
+    assert out.exit_code != 0 and "grew" not in out.stdout
+    out = await adapter.run(sandbox, ExecRequest(code="rm a b; echo shrunk"))
+    assert out.stdout == "shrunk\n"

@@ -512,6 +512,8 @@ class LocalAdapter(ComputeAdapter):
         """Kill everything of the sandbox; with ``remove``, forget it and delete its files
         (without, the next run restarts the processes and says the Python state was lost)."""
         live = self._live.pop(sandbox_id, None) if remove else self._live.get(sandbox_id)
+        if remove:
+            self._disk_over.discard(sandbox_id)
         if live is not None:
             if live.python is not None:
                 await live.python.stop()

@@ -47,6 +47,8 @@ CONTROLLERS = ("memory", "pids", "cpu")  # what a sandbox is limited by
 CPU_PERIOD_US = 100_000
 KILL_WAIT_S = 3.0
 SANDBOX_PREFIX = "sbx_"  # the only children ``sweep`` may remove
+PARENT_PREFIX = "cerver-"
+STALE_S = 60.0  # an empty sandbox cgroup of another server this old is a leftover
 
 
 @dataclass(frozen=True)
@@ -436,9 +438,12 @@ def limits_of(limits: Limits) -> CgroupLimits:
     )
 
 
-def sweep(backend: Backend, settings: Settings) -> int:
-    """Remove cgroups of sandboxes whose workspace is gone (a server killed before it could
-    release them); return how many. A cgroup of a sandbox that still exists is kept."""
+def sweep(backend: Backend, settings: Settings, stale_s: float = STALE_S) -> int:
+    """Remove cgroups left by servers killed before they could release them; return how
+    many. Ours (this sandboxes directory): those whose workspace is gone, with whatever
+    still runs in them. Other servers' on this node (their ``cerver-*`` siblings): only
+    empty ones made over ``STALE_S`` ago (a live server makes a missing cgroup again), and
+    their parents once empty."""
     removed = 0
     for name in backend.children():
         if not name.startswith(SANDBOX_PREFIX) or (settings.sandboxes_dir / name).is_dir():
@@ -446,6 +451,21 @@ def sweep(backend: Backend, settings: Settings) -> int:
         cgroup = backend.existing(name)
         if cgroup is not None and cgroup.remove():
             removed += 1
+    ours = {p.name for p in backend.parents()}
+    now = time.time()
+    for base in {p.parent for p in backend.parents()}:
+        for parent in base.glob(f"{PARENT_PREFIX}*"):
+            if parent.name in ours:
+                continue
+            for child in parent.glob(f"{SANDBOX_PREFIX}*"):
+                try:
+                    if now - child.stat().st_mtime < stale_s or _pids(child / "cgroup.procs"):
+                        continue
+                    removed += _rmdir(child)
+                except OSError:
+                    continue
+            with contextlib.suppress(OSError):
+                _rmdir(parent)
     return removed
 
 
@@ -478,7 +498,7 @@ class SandboxCgroups:
         if backend is None:
             return ()
         cgroup = self._live.get(sandbox_id)
-        if cgroup is None or not cgroup.dirs[0].is_dir():
+        if cgroup is None or not all(d.is_dir() for d in cgroup.dirs):
             try:
                 cgroup = backend.create(sandbox_id, limits_of(limits))
             except OSError as exc:

@@ -25,6 +25,7 @@ from cerver.errors import PayloadTooLarge
 
 MIB = 1024 * 1024
 MIN_POLL_S = 0.1  # between two measurements of a workspace in use
+_background: set[asyncio.Task[None]] = set()  # measurements after short runs
 POLL_COST_RATIO = 10  # wait at least 10x what one measurement took (a walk costs CPU)
 
 
@@ -114,7 +115,8 @@ class Watch:
     ``over``: the sandboxes known to be over their budget (this watch keeps it current).
     Only for those is the workspace measured before the run starts (it may then shrink,
     never grow); any other run is measured first after ``MIN_POLL_S``, so most runs end
-    without a walk, and one that passes the budget in that time is stopped then."""
+    without a walk on their path (they are measured after their answer, in the
+    background), and one that passes the budget is stopped at its next measurement."""
 
     def __init__(
         self, budget: Budget, workspace: str, on_over: Callable[[str], Awaitable[None]],
@@ -125,14 +127,17 @@ class Watch:
         self._on_over = on_over
         self._over, self._key = over, key
         self._task: asyncio.Task[None] | None = None
+        self._measured = False
         self.tripped: str | None = None
 
     async def __aenter__(self) -> Watch:
         allowed = None
-        if self._key in self._over:
+        wait = MIN_POLL_S
+        if self._key in self._over:  # measured now and from the run's start
             start = await asyncio.to_thread(measure, self._workspace, self._budget)
             allowed = start if self._budget.over(start) else None
-        self._task = asyncio.create_task(self._watch(allowed))
+            wait = 0.0
+        self._task = asyncio.create_task(self._watch(allowed, wait))
         return self
 
     async def __aexit__(self, *_exc: object) -> None:
@@ -140,17 +145,28 @@ class Watch:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if not self._measured:  # a short run: measure after it, off its answer's path
+            task = asyncio.create_task(self._remember())
+            _background.add(task)
+            task.add_done_callback(_background.discard)
 
-    async def _watch(self, allowed: Usage | None) -> None:
-        wait = MIN_POLL_S
+    async def _remember(self) -> None:
+        usage = await asyncio.to_thread(measure, self._workspace, self._budget)
+        self._note(usage)
+
+    def _note(self, usage: Usage) -> None:
+        self._measured = True
+        if self._budget.over(usage) is None:
+            self._over.discard(self._key)
+        else:
+            self._over.add(self._key)
+
+    async def _watch(self, allowed: Usage | None, wait: float) -> None:
         while True:
             await asyncio.sleep(wait)
             started = time.perf_counter()
             usage = await asyncio.to_thread(measure, self._workspace, self._budget)
-            if self._budget.over(usage) is None:
-                self._over.discard(self._key)
-            else:
-                self._over.add(self._key)
+            self._note(usage)
             reason = self._budget.over(usage, allowed)
             if reason is not None:
                 self.tripped = reason
