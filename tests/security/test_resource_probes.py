@@ -159,7 +159,10 @@ def test_filling_the_disk_stops_at_the_workspace_budget(
 def test_10000_files_fit_and_more_than_the_budget_do_not(api: httpx.Client, box: str) -> None:
     code = "mkdir many && cd many && for i in $(seq 10000); do : > f$i; done; ls | wc -l"
     assert run(api, box, code, timeout=90)["output"] == "10000"
-    code = "mkdir more && cd more && for i in $(seq 10000); do : > f$i; done; echo done"
+    # paced (a pause every 1,000 files) so the run outlasts the watch's measurements,
+    # which a workspace of 10,000+ files spaces by 10x a walk's time
+    code = "mkdir more && cd more && for i in $(seq 10000); do : > f$i; "
+    code += "(( i % 1000 )) || sleep 0.3; done; echo done"
     out = run(api, box, code, timeout=90)
     assert out["exit_code"] == 137 and "done" not in out["output"], out  # SIGKILL
     assert "the workspace passed its budget of 12000 files" in out["error"]
