@@ -115,8 +115,8 @@ class Watch:
     ``over``: the sandboxes known to be over their budget (this watch keeps it current).
     Only for those is the workspace measured before the run starts (it may then shrink,
     never grow); any other run is measured first after ``MIN_POLL_S``, so most runs end
-    without a walk on their path (they are measured after their answer, in the
-    background), and one that passes the budget is stopped at its next measurement."""
+    without a walk on their path; every run is measured once more after its answer, in
+    the background, and one that passes the budget is stopped at its next measurement."""
 
     def __init__(
         self, budget: Budget, workspace: str, on_over: Callable[[str], Awaitable[None]],
@@ -127,7 +127,6 @@ class Watch:
         self._on_over = on_over
         self._over, self._key = over, key
         self._task: asyncio.Task[None] | None = None
-        self._measured = False
         self.tripped: str | None = None
 
     async def __aenter__(self) -> Watch:
@@ -145,8 +144,8 @@ class Watch:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if not self._measured:  # a short run: measure after it, off its answer's path
-            task = asyncio.create_task(self._remember())
+        if self.tripped is None:  # what it wrote since the last walk: measured after it,
+            task = asyncio.create_task(self._remember())  # off its answer's path
             _background.add(task)
             task.add_done_callback(_background.discard)
 
@@ -155,7 +154,6 @@ class Watch:
         self._note(usage)
 
     def _note(self, usage: Usage) -> None:
-        self._measured = True
         if self._budget.over(usage) is None:
             self._over.discard(self._key)
         else:
