@@ -29,6 +29,19 @@ def _settings(host: str | None = None, port: int | None = None) -> Settings:
     return settings.model_copy(update=updates)
 
 
+def _cgroups_notice(settings: Settings) -> None:
+    """Say what per-sandbox cgroups enforce here; CERVER_CGROUPS=required and unmet: exit."""
+    from cerver.adapters.local import cgroups
+    from cerver.errors import ProviderError
+
+    typer.echo(cgroups.probe(settings)[1])
+    try:
+        cgroups.require(settings)
+    except ProviderError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
 def _prepare_home(settings: Settings) -> None:
     prepare_home(settings)
 
@@ -59,6 +72,7 @@ def serve(
         from cerver.adapters.local.isolation import policy_notice
 
         typer.echo(policy_notice(settings))
+        _cgroups_notice(settings)
     store = Store.open(settings.database_url)
     if store.accounts.count() == 0:
         account = store.accounts.get_or_create("default")

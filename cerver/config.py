@@ -176,6 +176,15 @@ class Settings(BaseModel):
     # reach although not public (a test's loopback server).
     egress_test_hosts: dict[str, str] = Field(default_factory=dict)
     egress_test_targets: tuple[str, ...] = ()
+    # --- Per-sandbox cgroups and disk (docs/security.md, "limits and their settings") ----
+    cgroups: str = "auto"  # auto | required (fail closed) | off
+    cgroups_parent: str = ""  # a delegated cgroup to make sandbox cgroups in ("": probed)
+    sandbox_total_memory_mb: int = 2048  # memory of the whole sandbox (cgroup)
+    sandbox_pids_max: int = 256  # tasks (processes and threads) of the whole sandbox
+    sandbox_cpus: float = 1.0  # CPUs of the whole sandbox (cgroup CPU quota)
+    sandbox_disk_mb: int = 1024  # bytes on disk of one workspace (0: no budget)
+    sandbox_disk_files: int = 100_000  # files (inodes) of one workspace
+    # --- end of per-sandbox cgroups and disk ----------------------------------------------
     output_limit_bytes: int = DEFAULT_OUTPUT_LIMIT_BYTES
     max_file_bytes: int = 16 * 1024 * 1024
     run_timeout_s: float = DEFAULT_RUN_TIMEOUT_S
@@ -282,6 +291,7 @@ class Settings(BaseModel):
             sandbox_cpu_s=_env_int("CERVER_SANDBOX_CPU_S", 600, minimum=1),
             sandbox_fsize_mb=_env_int("CERVER_SANDBOX_FSIZE_MB", 256, minimum=1),
             sandbox_allow_sdists=_env_bool("CERVER_SANDBOX_ALLOW_SDISTS", False),
+            **_sandbox_cgroup_settings(),
             output_limit_bytes=_env_int(
                 "CERVER_OUTPUT_LIMIT_BYTES", DEFAULT_OUTPUT_LIMIT_BYTES, minimum=1024
             ),
@@ -345,6 +355,19 @@ def _secret_keys(home: Path) -> dict[str, Any]:
     return {
         "secret_key": SecretStr(keys.primary),
         "older_secret_keys": tuple(SecretStr(k) for k in keys.older),
+    }
+
+
+def _sandbox_cgroup_settings() -> dict[str, Any]:
+    """Per-sandbox cgroups and disk (docs/security.md, "limits and their settings")."""
+    return {
+        "cgroups": _env_choice("CERVER_CGROUPS", "auto", ("auto", "required", "off")),
+        "cgroups_parent": _env_str("CERVER_CGROUPS_PARENT", ""),
+        "sandbox_total_memory_mb": _env_int("CERVER_SANDBOX_TOTAL_MEMORY_MB", 2048, minimum=64),
+        "sandbox_pids_max": _env_int("CERVER_SANDBOX_PIDS_MAX", 256, minimum=16),
+        "sandbox_cpus": _env_float("CERVER_SANDBOX_CPUS", 1.0, minimum=0.01),
+        "sandbox_disk_mb": _env_int("CERVER_SANDBOX_DISK_MB", 1024, minimum=0),
+        "sandbox_disk_files": _env_int("CERVER_SANDBOX_DISK_FILES", 100_000, minimum=100),
     }
 
 

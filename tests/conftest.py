@@ -150,6 +150,12 @@ def server_settings(
         vercel_api_url=f"http://127.0.0.1:{VERCEL_FAKE_PORT}",  # issue 11: `vercel_fake`
         daytona_api_url=f"http://127.0.0.1:{DAYTONA_FAKE_PORT}/api",  # issue 11: `daytona_fake`
         secret_refs=("TEST_CLOUD_*",),  # issue 11: names credential references may use
+        # issue 10 (cgroups): per-sandbox bounds small enough for the resource probes to
+        # pass them (tests/security/test_resource_probes.py); pids below RLIMIT_NPROC (128)
+        sandbox_pids_max=100,
+        sandbox_total_memory_mb=1024,
+        sandbox_disk_mb=256,
+        sandbox_disk_files=12_000,
     )
     prepare_home(settings)
     return settings

@@ -35,7 +35,8 @@ from cerver.adapters.base import (
     SandboxState,
     env_problem,
 )
-from cerver.adapters.local import egress_inside, files, layout, packages, runtimes
+from cerver.adapters.local import disk, egress_inside, files, layout, packages, runtimes
+from cerver.adapters.local.cgroups import SandboxCgroups
 from cerver.adapters.local.egress import EgressProxy
 from cerver.adapters.local.host_interpreter import PythonInterpreter
 from cerver.adapters.local.host_supervisor import ShellTemplate, Supervisor, SupervisorHung
@@ -86,6 +87,8 @@ class LocalAdapter(ComputeAdapter):
         self._live: dict[str, LiveSandbox] = {}
         self._pool = WarmPool(self._provision_pooled, self._discard_pooled)
         self._egress = EgressProxy(settings)  # network.allow sandboxes' way out (egress.py)
+        self._cgroups = SandboxCgroups(self.settings)
+        self._disk_over: set[str] = set()  # sandboxes last measured over their disk budget
 
     # ------------------------------------------------------------------ warm pool
 
@@ -99,7 +102,7 @@ class LocalAdapter(ComputeAdapter):
         return len(self._pool)
 
     def _pool_fits(self, spec: SandboxSpec) -> Callable[[Ready], bool]:
-        limits = limits_from(self.settings, spec.resources.memory_mb)
+        limits = limits_from(self.settings, spec.resources.memory_mb, spec.resources.cpu)
 
         def fits(ready: Ready) -> bool:
             return not spec.network and spec.egress_allow is None and ready.data.limits == limits
@@ -107,9 +110,7 @@ class LocalAdapter(ComputeAdapter):
         return fits
 
     async def _provision_pooled(self) -> Ready:
-        sandbox_id, data = await self._provision(
-            network=False, egress_allow=None, env={}, memory_mb=None
-        )
+        sandbox_id, data = await self._provision(network=False, egress_allow=None, env={})
         try:
             await self._supervisor(sandbox_id, data)
             interp = self._interpreter(sandbox_id, data)
@@ -151,9 +152,14 @@ class LocalAdapter(ComputeAdapter):
         self, data: LocalSandboxData, argv: list[str], *, network: bool, env: dict[str, str],
         cwd_rel: str = "", pass_fds: tuple[int, ...] = (),
     ) -> Launch:  # fmt: skip
+        limits = data.limits
+        if not limits.pids_max:  # a record made before sandboxes had cgroups
+            limits = limits_from(self.settings, limits.memory_mb)
+        procs = self._cgroups.procs_files(os.path.basename(data.workspace), limits)
         return build_launch(
-            self.settings, data, argv, network=network, env=env, cwd_rel=cwd_rel, pass_fds=pass_fds
-        )
+            self.settings, data, argv, network=network, env=env, cwd_rel=cwd_rel,
+            pass_fds=pass_fds, cgroup_procs=procs,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ create
 
@@ -181,6 +187,7 @@ class LocalAdapter(ComputeAdapter):
                 egress_allow=spec.egress_allow,
                 env=spec.env,
                 memory_mb=spec.resources.memory_mb,
+                cpus=spec.resources.cpu,
             )
         return SandboxRecord(
             provider=self.name,
@@ -192,13 +199,14 @@ class LocalAdapter(ComputeAdapter):
 
     async def _provision(
         self, *, network: bool, egress_allow: list[str] | None, env: dict[str, str],
-        memory_mb: int | None,
+        memory_mb: int | None = None, cpus: float | None = None,
     ) -> tuple[str, LocalSandboxData]:  # fmt: skip
         """Make the workspace under the server's isolation policy; no process is started.
 
         Fails closed: unless the operator chose ``rlimits``, a node where bwrap does not
         work refuses to make sandboxes (it never falls back to weaker isolation)."""
         rlimits = self.settings.sandbox_isolation == "rlimits"
+        await asyncio.to_thread(self._cgroups.backend)  # CERVER_CGROUPS=required: fail closed
         sandbox_id, uid, gid = await asyncio.to_thread(self._allocate)
         data = LocalSandboxData(
             workspace=str(layout.workspace_path(self.settings, sandbox_id)),
@@ -209,7 +217,7 @@ class LocalAdapter(ComputeAdapter):
             network=network,
             egress_allow=egress_allow,
             env=dict(env),
-            limits=limits_from(self.settings, memory_mb),
+            limits=limits_from(self.settings, memory_mb, cpus),
         )
         if not rlimits:
             reason = await bwrap_unavailable_reason(self.settings, data)
@@ -262,12 +270,33 @@ class LocalAdapter(ComputeAdapter):
             events = self._run_python(record.sandbox_id, data, request, timeout_s, cwd_rel)
         else:
             events = self._run_command(record.sandbox_id, data, request, timeout_s, cwd_rel)
-        async with contextlib.aclosing(events):
+        async with contextlib.aclosing(events), self._disk_watch(record.sandbox_id, data):
             async for event in events:
                 if event.type == "exit" and event.result is not None:
                     denied = self._egress.take_denials(record.sandbox_id)
                     event.result.egress_denied = [*event.result.egress_denied, *denied]
                 yield event
+
+    def _disk_watch(
+        self, sandbox_id: str, data: LocalSandboxData
+    ) -> contextlib.AbstractAsyncContextManager[object]:
+        """While a run or install is in flight: past the workspace's disk budget, kill
+        everything of the sandbox (the run says why)."""
+        budget = disk.Budget.of(self.settings)
+        if budget is None:
+            return contextlib.nullcontext()
+
+        async def over(reason: str) -> None:
+            note = f"{reason}; all its processes were killed (delete files to go on)"
+            live = self._live.get(sandbox_id)
+            if live is not None and live.supervisor is not None:
+                await live.supervisor.stop(note)
+            if live is not None:
+                for pgid in list(live.installs):
+                    await kill_group(pgid)
+            await self._kill_cgroup(sandbox_id)
+
+        return disk.Watch(budget, data.workspace, over, over=self._disk_over, key=sandbox_id)
 
     async def _supervisor(self, sandbox_id: str, data: LocalSandboxData) -> Supervisor:
         """The sandbox's running supervisor, started (or restarted) when needed."""
@@ -282,7 +311,9 @@ class LocalAdapter(ComputeAdapter):
             base = data.model_copy(update={"env": {}})  # spec env is added per run
             bash = runtimes.require_bash()
             shell = ShellTemplate(bash, sandbox_env(base, {}), path_inside(data))
-            sup = live.supervisor = Supervisor(python, build, shell)
+            sup = live.supervisor = Supervisor(
+                python, build, shell, kill_all=lambda: self._kill_cgroup(sandbox_id)
+            )
         if egress_inside.restricted(data):
             await self._egress.ensure(sandbox_id, data)
         await sup.ensure_started()
@@ -395,17 +426,19 @@ class LocalAdapter(ComputeAdapter):
         if egress_inside.restricted(data):
             await self._egress.ensure(record.sandbox_id, data)
         launch = self._launch(data, argv, network=True, env={})
-        result = await collect(
-            stream_process(
-                launch,
-                timeout_s=self._timeout(request.timeout_s),
-                output_limit=self.settings.output_limit_bytes,
-                track=self._live.setdefault(record.sandbox_id, LiveSandbox()).installs,
+        async with self._disk_watch(record.sandbox_id, data) as watch:
+            result = await collect(
+                stream_process(
+                    launch,
+                    timeout_s=self._timeout(request.timeout_s),
+                    output_limit=self.settings.output_limit_bytes,
+                    track=self._live.setdefault(record.sandbox_id, LiveSandbox()).installs,
+                )
             )
-        )
+        tripped = getattr(watch, "tripped", None)
         return InstallResult(
-            success=result.exit_code == 0 and not result.timed_out,
-            output=result.stdout + result.stderr,
+            success=result.exit_code == 0 and not result.timed_out and tripped is None,
+            output=result.stdout + result.stderr + (f"\n[cerver: {tripped}]\n" if tripped else ""),
             duration_ms=(time.perf_counter() - started) * 1000,
             egress_denied=self._egress.take_denials(record.sandbox_id),
         )
@@ -415,6 +448,7 @@ class LocalAdapter(ComputeAdapter):
     async def write_file(self, record: SandboxRecord, path: str, data: bytes) -> None:
         sb = self._data(record)
         self._alive(sb, record.sandbox_id)
+        await asyncio.to_thread(disk.check_write, self.settings, sb.workspace, len(data))
         await asyncio.to_thread(
             files.write_file, sb.workspace, path, bytes(data),
             max_bytes=self.settings.max_file_bytes, owner=self._owner(sb),
@@ -478,6 +512,8 @@ class LocalAdapter(ComputeAdapter):
         """Kill everything of the sandbox; with ``remove``, forget it and delete its files
         (without, the next run restarts the processes and says the Python state was lost)."""
         live = self._live.pop(sandbox_id, None) if remove else self._live.get(sandbox_id)
+        if remove:
+            self._disk_over.discard(sandbox_id)
         if live is not None:
             if live.python is not None:
                 await live.python.stop()
@@ -486,6 +522,7 @@ class LocalAdapter(ComputeAdapter):
             installs, live.installs = live.installs, set()
             for pgid in installs:
                 await kill_group(pgid)
+        await asyncio.to_thread(self._cgroups.release, sandbox_id)  # what escaped the above
         if data.dedicated_uid:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 5.0
@@ -508,3 +545,8 @@ class LocalAdapter(ComputeAdapter):
         await asyncio.gather(
             *(live.supervisor.stop() for live in lives if live.supervisor is not None)
         )
+        await asyncio.to_thread(self._cgroups.close)
+
+    async def _kill_cgroup(self, sandbox_id: str) -> None:
+        """The last step of a kill that was not answered: everything in the sandbox's cgroup."""
+        await asyncio.to_thread(self._cgroups.kill, sandbox_id)

@@ -24,7 +24,7 @@ import dataclasses
 import json
 import logging
 import struct
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +53,7 @@ STREAM_KINDS = {b"O": "stdout", b"E": "stderr", b"C": "ctl"}
 KILLED_RETURNCODE = -9
 
 LaunchBuilder = Callable[[list[str]], Launch]
+KillAll = Callable[[], Awaitable[None]]
 
 
 class ProtocolViolation(Exception):
@@ -189,8 +190,12 @@ class ShellTemplate:
 
 
 class Supervisor:
-    def __init__(self, python: str, build: LaunchBuilder, shell: ShellTemplate) -> None:
+    def __init__(
+        self, python: str, build: LaunchBuilder, shell: ShellTemplate,
+        kill_all: KillAll | None = None,
+    ) -> None:  # fmt: skip
         self._python = python
+        self._kill_all = kill_all  # everything of the sandbox (its cgroup): the last resort
         self._build = build
         self._shell = shell
         self._proc: asyncio.subprocess.Process | None = None
@@ -253,6 +258,8 @@ class Supervisor:
             log.warning("sandbox supervisor killed: %s", note)
         if proc is not None:
             await kill_process(proc)
+            if note is not None and self._kill_all is not None:
+                await self._kill_all()  # what left the namespace or the group
             schedule_reap()
         if reader is not None and reader is not asyncio.current_task():
             reader.cancel()

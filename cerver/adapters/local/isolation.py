@@ -137,15 +137,26 @@ def refuse_tenant_isolation(options: dict[str, object], settings: Settings) -> N
         )
 
 
-def limits_from(settings: Settings, memory_mb: int | None = None) -> Limits:
+def limits_from(
+    settings: Settings, memory_mb: int | None = None, cpus: float | None = None
+) -> Limits:
+    """The operator's caps, lowered (never raised) by what the tenant asked for."""
     memory = settings.sandbox_memory_mb
+    total = settings.sandbox_total_memory_mb
     if memory_mb is not None:
         memory = max(64, min(memory_mb, settings.sandbox_memory_mb))
+        total = max(64, min(memory_mb, settings.sandbox_total_memory_mb))
+    cpu = settings.sandbox_cpus
+    if cpus is not None and cpus > 0:
+        cpu = max(0.01, min(cpus, settings.sandbox_cpus))
     return Limits(
         cpu_s=settings.sandbox_cpu_s,
         memory_mb=memory,
         fsize_mb=settings.sandbox_fsize_mb,
         nproc=settings.sandbox_nproc,
+        total_memory_mb=total,
+        pids_max=settings.sandbox_pids_max,
+        cpus=cpu,
     )
 
 
@@ -211,8 +222,15 @@ class ChildSetup:
     mount_plan: MountPlan | None = None
     chdir: str | None = None
     nproc: int = 0  # the RLIMIT_NPROC value to set (computed in the parent)
+    cgroup_procs: tuple[str, ...] = ()  # the sandbox's cgroup: joined first, as root
 
     def __call__(self) -> None:
+        for procs in self.cgroup_procs:  # before anything else runs (cgroups.py)
+            fd = os.open(procs, os.O_WRONLY)
+            try:
+                os.write(fd, b"0")
+            finally:
+                os.close(fd)
         os.umask(0o022)  # the server may run with 077; tmpfs paths must stay traversable
         if self.mount_plan is not None:
             _apply_mount_plan(self.mount_plan)
@@ -354,6 +372,7 @@ def build_launch(
     env: dict[str, str],
     cwd_rel: str = "",
     pass_fds: tuple[int, ...] = (),
+    cgroup_procs: tuple[str, ...] = (),
 ) -> Launch:
     """The argv, environment and child setup that run ``inner_argv`` in the sandbox."""
     root = running_as_root()
@@ -376,6 +395,7 @@ def build_launch(
         mount_plan=plan,
         chdir=host_cwd if plan is not None else None,
         nproc=nproc,
+        cgroup_procs=cgroup_procs,
     )
     inner_env = sandbox_env(data, env)
     if network and egress_inside.restricted(data):  # no pasta: the proxy is the way out

@@ -40,6 +40,10 @@ class Limits(BaseModel):
     fsize_mb: int
     nproc: int
     nofile: int = 1024
+    # the whole sandbox (its cgroup, adapters/local/cgroups.py); 0 in records made before
+    total_memory_mb: int = 0
+    pids_max: int = 0
+    cpus: float = 0.0
 
 
 class LocalSandboxData(BaseModel):
