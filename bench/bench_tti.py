@@ -27,6 +27,7 @@ import os
 import platform
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -66,21 +67,33 @@ def trimmed(values: list[float]) -> dict[str, Any]:
     }
 
 
-async def one_sample(client: httpx.AsyncClient, made: list[str]) -> float | None:
-    """Create, then `node -v` until it answers; None when either fails."""
+async def one_sample(
+    client: httpx.AsyncClient, made: list[str], failures: Counter[str]
+) -> float | None:
+    """Create, then `node -v` until it answers; None when either fails (counted by why)."""
     started = time.perf_counter()
     r = await client.post("/v2/sessions", json=CREATE)
     if r.status_code != 201:
+        failures[f"create {r.status_code} {_code(r)}"] += 1
         return None
     sid = r.json()["session_id"]
     made.append(sid)
     r = await client.post(f"/v2/sessions/{sid}/run", json=COMMAND)
     if r.status_code != 200:
+        failures[f"run {r.status_code} {_code(r)}"] += 1
         return None
     body = r.json()
     if body.get("exit_code") != 0 or not body.get("stdout", "").startswith("v"):
+        failures[f"node -v exit {body.get('exit_code')}"] += 1
         return None
     return (time.perf_counter() - started) * 1000.0
+
+
+def _code(response: httpx.Response) -> str:
+    try:
+        return str(response.json()["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return "?"
 
 
 async def close_all(client: httpx.AsyncClient, ids: list[str]) -> None:
@@ -93,23 +106,26 @@ async def run_mode(
     client: httpx.AsyncClient, mode: str, n: int, stagger_s: float
 ) -> dict[str, Any]:
     made: list[str] = []
+    failures: Counter[str] = Counter()
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     if mode == "sequential":
-        samples = [await one_sample(client, made) for _ in range(n)]
+        samples = [await one_sample(client, made, failures) for _ in range(n)]
     elif mode == "staggered":
         tasks = []
         for _ in range(n):
-            tasks.append(asyncio.create_task(one_sample(client, made)))
+            tasks.append(asyncio.create_task(one_sample(client, made, failures)))
             await asyncio.sleep(stagger_s)
         samples = list(await asyncio.gather(*tasks))
     else:
-        samples = list(await asyncio.gather(*(one_sample(client, made) for _ in range(n))))
+        burst = (one_sample(client, made, failures) for _ in range(n))
+        samples = list(await asyncio.gather(*burst))
     wall_ms = (time.perf_counter() - started) * 1000.0
     await close_all(client, made)
     ok = [s for s in samples if s is not None]
     row = trimmed(ok) | {
         "success_rate": round(len(ok) / n, 4),
+        "failures": dict(failures),
         "all_done_ms": round(wall_ms, 1),
         "load_average_1m": round(load_before, 2),
     }
