@@ -234,7 +234,8 @@ class SessionDirectory:
         if host is None:
             host = self.hosts[actor_id] = Host(handle, actor_id)  # known again after a restart
         host.sessions.discard(session_id)
-        if not host.sessions and self._empty() > 2 * max(self._pool_target(), 1):
+        # Bounded by the configured size, not the demand: idle hosts are Ray workers.
+        if not host.sessions and self._empty() > 2 * max(self.settings.session_pool_size, 1):
             del self.hosts[actor_id]
             return False
         return True
