@@ -1,6 +1,6 @@
 """Run every benchmark in turn (`make bench`); each prints its table and writes its JSON to
 bench/results/. Extra arguments go to bench_sessions.py (e.g. --quick; that one also goes to
-bench_side_by_side.py and bench_breakdown.py)."""
+bench_side_by_side.py, bench_breakdown.py and bench_tti.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ SCRIPTS = [
     "bench_gateway.py",
     "bench_breakdown.py",  # issue 16 (perfpath): where a run's milliseconds go
     "bench_sessions.py",
+    "bench_tti.py",
     "bench_e2b.py",
     "bench_vercel.py",
     "bench_daytona.py",
@@ -31,7 +32,8 @@ def main() -> int:
     for script in SCRIPTS:
         print(f"\n=== {script} ===", flush=True)
         extra = sys.argv[1:] if script == "bench_sessions.py" else []
-        if script in ("bench_side_by_side.py", "bench_breakdown.py"):  # --quick: smaller there too
+        quick_too = ("bench_side_by_side.py", "bench_breakdown.py", "bench_tti.py")
+        if script in quick_too:  # --quick: smaller counts there too
             extra = [a for a in sys.argv[1:] if a == "--quick"]
         if subprocess.run([sys.executable, str(HERE / script), *extra]).returncode != 0:
             failed.append(script)

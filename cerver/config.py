@@ -195,6 +195,12 @@ class Settings(BaseModel):
     # Ray label selector for session host actors (e.g. keep them off the head node).
     session_host_labels: dict[str, str] = {}
     sandbox_pool_size: int = 1
+    # --- Bursts (docs/performance.md, "Bursts and time to interactive") -----------------
+    # The pools grow to recent demand, up to these: ready sandboxes per host (when the
+    # sandbox pool is on), empty session hosts.
+    sandbox_pool_max: int = 16
+    session_pool_max: int = 4
+    # --- end of bursts -------------------------------------------------------------------
     hibernate_after_s: float = 300.0
     max_live_sessions: int = 500
     max_live_sessions_per_account: int = 200
@@ -301,6 +307,8 @@ class Settings(BaseModel):
             sessions_per_host=_env_int("CERVER_SESSIONS_PER_HOST", 32, minimum=1),
             session_host_labels=_env_labels("CERVER_SESSION_HOST_LABELS"),
             sandbox_pool_size=_env_int("CERVER_SANDBOX_POOL_SIZE", 1, minimum=0),
+            sandbox_pool_max=_env_int("CERVER_SANDBOX_POOL_MAX", 16, minimum=0),
+            session_pool_max=_env_int("CERVER_SESSION_POOL_MAX", 4, minimum=0),
             hibernate_after_s=_env_float("CERVER_HIBERNATE_AFTER_S", 300.0, minimum=0.1),
             max_live_sessions=_env_int("CERVER_MAX_LIVE_SESSIONS", 500, minimum=1),
             max_live_sessions_per_account=_env_int(

@@ -5,8 +5,12 @@ A live session is *bound* to a host (a ``SessionHost`` actor, which serves up to
 ``sessions_per_host`` sessions at once). Creating or waking a session binds it to a host
 that has room, packing sessions onto busy hosts first so that ``session_pool_size`` empty
 hosts stay ready for bursts (no process start on the request path); the pool refills in the
-background. A session that goes idle hibernates: its host unbinds it, and a host left empty
-beyond the pool's size exits. The directory is one detached, named actor
+background once binds pause (``REFILL_QUIET_S``: a refill's process start would take CPU from
+the burst), and grows to the recent demand (binds in the last ``DEMAND_WINDOW_S`` over
+``sessions_per_host``, up to ``session_pool_max``). A burst larger than the free room starts
+the hosts it needs at once, one per ``sessions_per_host`` waiting sessions. A session that
+goes idle hibernates: its host unbinds it, and a host left empty beyond the pool's size
+exits. The directory is one detached, named actor
 (``cerver-session-directory``) so every Serve replica on every node sees the same bindings;
 it also enforces the live-session limits (backpressure).
 
@@ -18,7 +22,8 @@ to a session binds it again (nothing acknowledged is lost: the store has it).
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
+import math
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +36,8 @@ from cerver.errors import RateLimited
 from cerver.store.ids import new_id
 
 DIRECTORY_NAME = "cerver-session-directory"
+DEMAND_WINDOW_S = 60.0
+REFILL_QUIET_S = 0.5
 
 
 @dataclass
@@ -65,7 +72,9 @@ class SessionDirectory:
         self.creating = 0
         self.created_total = 0
         self._refill_task: asyncio.Task[None] | None = None
-        self._growing: asyncio.Future[Host] | None = None
+        self._growing: set[asyncio.Future[Host]] = set()
+        self._waiting = 0  # sessions waiting for a host with room
+        self._bound_at: deque[float] = deque()  # when sessions were bound (recent demand)
 
     # --- pool --------------------------------------------------------------------------
     def _empty(self) -> int:
@@ -97,9 +106,28 @@ class SessionDirectory:
         if self._refill_task is None or self._refill_task.done():
             self._refill_task = asyncio.get_running_loop().create_task(self._refill())
 
+    def _pool_target(self) -> int:
+        """Empty hosts to keep: the configured size, or the recent demand when more."""
+        base = self.settings.session_pool_size
+        if base == 0:
+            return 0
+        horizon = asyncio.get_running_loop().time() - DEMAND_WINDOW_S
+        while self._bound_at and self._bound_at[0] < horizon:
+            self._bound_at.popleft()
+        demand = math.ceil(len(self._bound_at) / self.settings.sessions_per_host)
+        return max(base, min(self.settings.session_pool_max, demand))
+
     async def _refill(self) -> None:
-        while self._empty() + self.creating < self.settings.session_pool_size:
-            await self._new_host()
+        loop = asyncio.get_running_loop()
+        while True:
+            quiet = (self._bound_at[-1] if self._bound_at else 0.0) + REFILL_QUIET_S - loop.time()
+            if quiet > 0:
+                await asyncio.sleep(quiet)
+                continue
+            missing = self._pool_target() - self._empty() - self.creating
+            if missing <= 0:
+                return
+            await asyncio.gather(*(self._new_host() for _ in range(missing)))
 
     async def warm(self) -> int:
         """Fill the pool now (start-up), and report how many empty hosts are ready."""
@@ -112,18 +140,31 @@ class SessionDirectory:
         return max(room, key=lambda h: len(h.sessions), default=None)
 
     async def _host_with_room(self) -> Host:
-        """A host with a free slot; when every host is full, one new host for all who wait.
+        """A host with a free slot; when every host is full, new hosts for all who wait.
 
         A burst larger than the pool must not start a process per waiting session: waiters
-        share one host being started, take its slots, and the next one starts only for those
-        still without a slot."""
-        while True:
-            host = self._place()
-            if host is not None:
-                return host
-            if self._growing is None or self._growing.done():
-                self._growing = asyncio.ensure_future(self._new_host())
-            await asyncio.shield(self._growing)
+        share the hosts being started (one per ``sessions_per_host`` of them, started at
+        once) and take their slots."""
+        self._waiting += 1
+        try:
+            while True:
+                host = self._place()
+                if host is not None:
+                    return host
+                growing = self._grow()
+                done, _ = await asyncio.wait(growing, return_when=asyncio.FIRST_COMPLETED)
+                for started in done:
+                    if started.exception() is not None:
+                        raise started.exception()  # type: ignore[misc]
+        finally:
+            self._waiting -= 1
+
+    def _grow(self) -> set[asyncio.Future[Host]]:
+        self._growing = {f for f in self._growing if not f.done()}
+        needed = math.ceil(self._waiting / self.settings.sessions_per_host)
+        while len(self._growing) < needed:
+            self._growing.add(asyncio.ensure_future(self._new_host()))
+        return set(self._growing)
 
     # --- binding -----------------------------------------------------------------------
     async def lookup(self, session_id: str) -> ActorHandle | None:
@@ -172,6 +213,7 @@ class SessionDirectory:
                 host.sessions.discard(session_id)
                 raise
             self.bound[session_id] = Binding(host.actor_id, account_id)
+            self._bound_at.append(asyncio.get_running_loop().time())
             self._kick_refill()
             future.set_result(host.handle)
             return host.handle
@@ -192,6 +234,7 @@ class SessionDirectory:
         if host is None:
             host = self.hosts[actor_id] = Host(handle, actor_id)  # known again after a restart
         host.sessions.discard(session_id)
+        # Bounded by the configured size, not the demand: idle hosts are Ray workers.
         if not host.sessions and self._empty() > 2 * max(self.settings.session_pool_size, 1):
             del self.hosts[actor_id]
             return False

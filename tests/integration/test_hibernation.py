@@ -152,6 +152,7 @@ def test_burst_beyond_the_pool_starts_only_the_hosts_it_needs(server_settings: S
         server_settings,
         "burst",
         session_pool_size=1,
+        session_pool_max=1,  # no growth to the burst's demand after it (4 more hosts)
         sessions_per_host=4,
         max_live_sessions=100,
         max_live_sessions_per_account=100,

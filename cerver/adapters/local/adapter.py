@@ -85,7 +85,9 @@ class LocalAdapter(ComputeAdapter):
     def __init__(self, settings: Any, credentials: dict[str, str] | None = None) -> None:
         super().__init__(settings, credentials)
         self._live: dict[str, LiveSandbox] = {}
-        self._pool = WarmPool(self._provision_pooled, self._discard_pooled)
+        self._pool = WarmPool(
+            self._provision_pooled, self._discard_pooled, max_size=settings.sandbox_pool_max
+        )
         self._egress = EgressProxy(settings)  # network.allow sandboxes' way out (egress.py)
         self._cgroups = SandboxCgroups(self.settings)
         self._disk_over: set[str] = set()  # sandboxes last measured over their disk budget
