@@ -424,8 +424,6 @@ def main() -> None:
         help="start Serve with RAY_SERVE_ENABLE_HA_PROXY=1 (Ray's HAProxy ingress)",
     )
     a = parser.parse_args()
-    if a.haproxy:
-        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
     if a.quick:
         a.n, a.total = 40, 160
     a.only = set(a.only.split(","))
@@ -459,7 +457,9 @@ def main() -> None:
                 report["litellm_skipped"] = why
                 print(f"LiteLLM comparison SKIPPED: {why}", flush=True)
         with running_server(
-            env={"OPENAI_API_KEY": KEY}, llm_base_urls={"openai": f"{fake.url}/v1"}
+            env={"OPENAI_API_KEY": KEY},
+            llm_base_urls={"openai": f"{fake.url}/v1"},
+            serve_haproxy=a.haproxy,  # the front door is set from this, before Ray starts
         ) as (base, token, _settings):
             asyncio.run(
                 measure(

@@ -267,8 +267,9 @@ class Settings(BaseModel):
     daytona_api_url: str = DEFAULT_DAYTONA_API_URL
     # --- issue 16 (perfpath): the request hot path (docs/performance.md) ---
     # Serve's HAProxy ingress in front of the replicas (set before Ray starts; see
-    # cerver/serve_app/ingress.py). Off: Serve's own Python proxy.
-    serve_haproxy: bool = True
+    # cerver/serve_app/ingress.py). Off (the default): Serve's own Python proxy; why it is
+    # opt-in: docs/performance.md, "The front door".
+    serve_haproxy: bool = False
     # A Server-Timing header on every response: where the request's milliseconds went.
     server_timing: bool = True
 
@@ -277,7 +278,9 @@ class Settings(BaseModel):
         return self.home / "sandboxes"
 
     @classmethod
-    def from_env(cls) -> Settings:
+    def from_env(cls, *, at_rest_keys: bool = True) -> Settings:
+        """Settings from ``CERVER_*``. ``at_rest_keys=False`` (the relay, on a user's
+        machine: it seals nothing) neither reads nor makes the at-rest key."""
         home = Path(_env_str("CERVER_HOME", str(Path.home() / ".cerver"))).expanduser().resolve()
         return cls(
             home=home,
@@ -342,10 +345,10 @@ class Settings(BaseModel):
             p69_api_key=_env_str("P69_API_KEY", ""),
             secrets_backend=_env_choice("CERVER_SECRETS_BACKEND", "env", ("env",)),
             secret_refs=_env_list("CERVER_SECRET_REFS"),
-            **_secret_keys(home),
+            **(_secret_keys(home) if at_rest_keys else {}),
             vercel_api_url=_env_str("CERVER_VERCEL_API_URL", DEFAULT_VERCEL_API_URL),
             daytona_api_url=_env_str("CERVER_DAYTONA_API_URL", DEFAULT_DAYTONA_API_URL),
-            serve_haproxy=_env_bool("CERVER_SERVE_HAPROXY", True),  # issue 16 (perfpath)
+            serve_haproxy=_env_bool("CERVER_SERVE_HAPROXY", False),  # issue 16 (perfpath)
             server_timing=_env_bool("CERVER_SERVER_TIMING", True),  # issue 16 (perfpath)
         )
 

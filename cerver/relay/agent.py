@@ -122,7 +122,7 @@ class Executor:
         from cerver.adapters.local import LocalAdapter
         from cerver.config import Settings, prepare_home
 
-        base = Settings.from_env()
+        base = Settings.from_env(at_rest_keys=False)
         self.settings = base.model_copy(
             update={"home": (home / "host").resolve(), "database_url": "sqlite://"}
         )

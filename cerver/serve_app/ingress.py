@@ -13,7 +13,11 @@ Ray's defaults put HAProxy's config, admin socket and state under ``/tmp/haproxy
 its stats and Prometheus listeners on ports 8404 and 9101, machine-wide: two Cerver servers
 (or a test run beside a server) on one machine would fight over them. So each server gets
 its own directory under CERVER_HOME (0700: the admin socket is world-writable inside it)
-and free ports (HAProxy's config file there names them).
+and free ports (HAProxy's config file there names them). That includes the port of Serve's
+*fallback* proxy on the head (8500 by default), where HAProxy sends what no replica serves
+yet: Serve binds it with SO_REUSEPORT, so two servers on one machine sharing 8500 answered
+each other's requests (found by CI: a second server's first calls reached the test server
+and were refused as unknown tokens).
 """
 
 from __future__ import annotations
@@ -66,6 +70,8 @@ def ingress_env(haproxy: bool, home: Path) -> dict[str, str]:
         "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(base / "server-state"),
         "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(_free_port()),
+        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(_free_port()),
     }
 
 

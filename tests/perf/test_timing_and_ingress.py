@@ -101,8 +101,15 @@ def test_haproxy_files_are_private_and_ports_distinct(short_home: Path) -> None:
     assert stat.S_IMODE(os.stat(base).st_mode) == 0o700
     for key in ("CONFIG_FILE_LOC", "SOCKET_PATH", "METRICS_SOCKET_PATH", "SERVER_STATE_FILE"):
         assert Path(env[f"RAY_SERVE_HAPROXY_{key}"]).parent == base
-    ports = {int(env["RAY_SERVE_HAPROXY_STATS_PORT"]), int(env["RAY_SERVE_HAPROXY_METRICS_PORT"])}
-    assert len(ports) == 2 and all(1024 < p < 65536 for p in ports)
+    port_keys = (
+        "RAY_SERVE_HAPROXY_STATS_PORT",
+        "RAY_SERVE_HAPROXY_METRICS_PORT",
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT",  # Serve binds it with SO_REUSEPORT: a shared
+        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT",  # one mixed two servers' requests
+    )
+    ports = {int(env[key]) for key in port_keys}
+    assert len(ports) == 4 and all(1024 < p < 65536 for p in ports)
+    assert not ports & {8500, 9500}
     # Each server its own ports: a second server does not reuse the first one's.
     again = ingress_env(True, short_home)
     assert {again["RAY_SERVE_HAPROXY_STATS_PORT"], again["RAY_SERVE_HAPROXY_METRICS_PORT"]} != {
