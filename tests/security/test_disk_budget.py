@@ -94,10 +94,10 @@ async def test_a_short_run_past_the_budget_is_caught_after_it(
     )
     assert out.stdout == "short\n"
     for _ in range(100):
-        if sandbox.sandbox_id in adapter._disk_over:
+        if adapter._disk[sandbox.sandbox_id].over:
             break
         await asyncio.sleep(0.02)
-    assert sandbox.sandbox_id in adapter._disk_over
+    assert adapter._disk[sandbox.sandbox_id].over
     with pytest.raises(PayloadTooLarge):
         await adapter.write_file(sandbox, "more", b"x")
     out = await adapter.run(
@@ -106,3 +106,107 @@ async def test_a_short_run_past_the_budget_is_caught_after_it(
     assert out.exit_code != 0 and "grew" not in out.stdout
     out = await adapter.run(sandbox, ExecRequest(code="rm a b; echo shrunk"))
     assert out.stdout == "shrunk\n"
+
+
+# --------------------------------------------------------------------------- coalescing
+
+
+def _sandbox_disk(path: Path, reasons: list[str], files: int = 100) -> disk.SandboxDisk:
+    async def on_over(reason: str) -> None:
+        reasons.append(reason)
+
+    return disk.SandboxDisk(disk.Budget(MIB, files), str(path), on_over)
+
+
+async def test_back_to_back_runs_share_their_walks(tmp_path: Path) -> None:
+    """50 short runs in a row: not a walk each (nor a task each), a few in all."""
+    reasons: list[str] = []
+    sandbox_disk = _sandbox_disk(tmp_path, reasons)
+    before = len(asyncio.all_tasks())
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for _ in range(50):
+        async with sandbox_disk.watch():
+            await asyncio.sleep(0.001)
+        assert len(asyncio.all_tasks()) <= before + 1  # at most the one walk in flight
+    elapsed = loop.time() - started
+    await asyncio.sleep(3 * disk.MIN_POLL_S)
+    # one walk right after the first run, then at most one per MIN_POLL_S, and the last
+    assert 1 <= sandbox_disk.walks <= 2 + elapsed / disk.MIN_POLL_S, (sandbox_disk.walks, elapsed)
+    assert sandbox_disk.walks <= 10
+    quiet = sandbox_disk.walks
+    await asyncio.sleep(3 * disk.MIN_POLL_S)
+    assert sandbox_disk.walks == quiet  # no run, nothing written: no walk
+    assert reasons == [] and not sandbox_disk.over
+    sandbox_disk.close()
+
+
+async def test_a_shared_walk_still_stops_a_run_that_passes_the_budget(tmp_path: Path) -> None:
+    reasons: list[str] = []
+    sandbox_disk = _sandbox_disk(tmp_path, reasons)
+    for _ in range(20):  # short runs before it: their walks must not delay its measurement
+        async with sandbox_disk.watch():
+            pass
+    async with sandbox_disk.watch() as watch:
+        (tmp_path / "big").write_bytes(b"x" * (2 * MIB))
+        for _ in range(100):  # a run that goes on: stopped at the next walk
+            if reasons:
+                break
+            await asyncio.sleep(0.01)
+    assert reasons == ["the workspace passed its disk budget of 1 MiB"]
+    assert watch.tripped == reasons[0] and sandbox_disk.over
+    sandbox_disk.close()
+
+
+async def test_a_short_run_past_the_budget_is_known_after_it(tmp_path: Path) -> None:
+    """Between runs nothing is killed, but the sandbox is marked over, and its next run
+    is measured from its start (may shrink, never grow)."""
+    reasons: list[str] = []
+    sandbox_disk = _sandbox_disk(tmp_path, reasons)
+    async with sandbox_disk.watch():  # walked once right after (not 0.1 s later)
+        pass
+    async with sandbox_disk.watch():  # this one waits for the spacing
+        (tmp_path / "big").write_bytes(b"x" * (2 * MIB))
+    for _ in range(100):
+        if sandbox_disk.over:
+            break
+        await asyncio.sleep(0.01)
+    assert sandbox_disk.over and reasons == []
+    async with sandbox_disk.watch() as watch:
+        assert watch.allowed is not None and watch.allowed.bytes >= 2 * MIB
+        (tmp_path / "big").unlink()
+    for _ in range(100):
+        if not sandbox_disk.over:
+            break
+        await asyncio.sleep(0.01)
+    assert not sandbox_disk.over and reasons == []
+    sandbox_disk.close()
+
+
+async def test_closed_it_walks_no_more(tmp_path: Path) -> None:
+    sandbox_disk = _sandbox_disk(tmp_path, [])
+    async with sandbox_disk.watch():
+        pass
+    sandbox_disk.close()
+    walks = sandbox_disk.walks
+    async with sandbox_disk.watch():
+        pass
+    await asyncio.sleep(2 * disk.MIN_POLL_S)
+    assert sandbox_disk.walks <= walks + 1  # at most the one already in flight
+
+
+async def test_back_to_back_runs_in_a_real_sandbox_walk_a_few_times(
+    adapter: LocalAdapter, sandbox: SandboxRecord
+) -> None:
+    loop = asyncio.get_running_loop()
+    await adapter.run(sandbox, ExecRequest(code="true"))  # the supervisor starts
+    await asyncio.sleep(2 * disk.MIN_POLL_S)
+    sandbox_disk = adapter._disk[sandbox.sandbox_id]
+    walks, started = sandbox_disk.walks, loop.time()
+    for _ in range(50):
+        assert (await adapter.run(sandbox, ExecRequest(code="true"))).exit_code == 0
+    elapsed = loop.time() - started
+    await asyncio.sleep(3 * disk.MIN_POLL_S)
+    made = sandbox_disk.walks - walks
+    assert 1 <= made <= 2 + elapsed / disk.MIN_POLL_S, (made, elapsed)
+    assert made < 25, made

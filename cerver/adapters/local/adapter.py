@@ -90,7 +90,7 @@ class LocalAdapter(ComputeAdapter):
         )
         self._egress = EgressProxy(settings)  # network.allow sandboxes' way out (egress.py)
         self._cgroups = SandboxCgroups(self.settings)
-        self._disk_over: set[str] = set()  # sandboxes last measured over their disk budget
+        self._disk: dict[str, disk.SandboxDisk] = {}  # each sandbox's workspace vs its budget
 
     # ------------------------------------------------------------------ warm pool
 
@@ -284,21 +284,24 @@ class LocalAdapter(ComputeAdapter):
     ) -> contextlib.AbstractAsyncContextManager[object]:
         """While a run or install is in flight: past the workspace's disk budget, kill
         everything of the sandbox (the run says why)."""
-        budget = disk.Budget.of(self.settings)
-        if budget is None:
-            return contextlib.nullcontext()
+        sandbox_disk = self._disk.get(sandbox_id)
+        if sandbox_disk is None:
+            budget = disk.Budget.of(self.settings)
+            if budget is None:
+                return contextlib.nullcontext()
 
-        async def over(reason: str) -> None:
-            note = f"{reason}; all its processes were killed (delete files to go on)"
-            live = self._live.get(sandbox_id)
-            if live is not None and live.supervisor is not None:
-                await live.supervisor.stop(note)
-            if live is not None:
-                for pgid in list(live.installs):
-                    await kill_group(pgid)
-            await self._kill_cgroup(sandbox_id)
+            async def over(reason: str) -> None:
+                note = f"{reason}; all its processes were killed (delete files to go on)"
+                live = self._live.get(sandbox_id)
+                if live is not None and live.supervisor is not None:
+                    await live.supervisor.stop(note)
+                if live is not None:
+                    for pgid in list(live.installs):
+                        await kill_group(pgid)
+                await self._kill_cgroup(sandbox_id)
 
-        return disk.Watch(budget, data.workspace, over, over=self._disk_over, key=sandbox_id)
+            sandbox_disk = self._disk[sandbox_id] = disk.SandboxDisk(budget, data.workspace, over)
+        return sandbox_disk.watch()
 
     async def _supervisor(self, sandbox_id: str, data: LocalSandboxData) -> Supervisor:
         """The sandbox's running supervisor, started (or restarted) when needed."""
@@ -514,8 +517,8 @@ class LocalAdapter(ComputeAdapter):
         """Kill everything of the sandbox; with ``remove``, forget it and delete its files
         (without, the next run restarts the processes and says the Python state was lost)."""
         live = self._live.pop(sandbox_id, None) if remove else self._live.get(sandbox_id)
-        if remove:
-            self._disk_over.discard(sandbox_id)
+        if remove and (sandbox_disk := self._disk.pop(sandbox_id, None)) is not None:
+            sandbox_disk.close()
         if live is not None:
             if live.python is not None:
                 await live.python.stop()
@@ -542,6 +545,9 @@ class LocalAdapter(ComputeAdapter):
         interpreter of this instance; handed-out sandboxes keep their workspaces."""
         await self._pool.close()
         await self._egress.close()
+        for sandbox_disk in self._disk.values():
+            sandbox_disk.close()
+        self._disk.clear()
         lives, self._live = list(self._live.values()), {}
         await asyncio.gather(*(live.python.stop() for live in lives if live.python is not None))
         await asyncio.gather(
