@@ -1,6 +1,9 @@
 """Local adapter latency: sandbox creation (warm pool hit / miss), runs, create + first run.
 
     python bench/bench_local_adapter.py [--runs 200] [--creates 40]
+    python bench/bench_local_adapter.py --modes bwrap --out /tmp/local_adapter.json
+
+(An A/B of settings, e.g. cgroups and the disk budget on / off: bench_local_ab.py.)
 
 Runs in both isolation modes (bwrap only where it is installed), as the current user.
 Prints p50/p95/p99 per operation; writes bench/results/local_adapter.json.
@@ -112,8 +115,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--creates", type=int, default=40)
+    parser.add_argument("--modes", nargs="+", choices=("bwrap", "rlimits"), default=None)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON goes")
     args = parser.parse_args()
-    modes = (["bwrap"] if shutil.which("bwrap") else []) + ["rlimits"]
+    modes = args.modes or (["bwrap"] if shutil.which("bwrap") else []) + ["rlimits"]
     report: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "machine": {
@@ -140,9 +145,9 @@ def main() -> None:
                 f"p99 {stats['p99_ms']:7.2f} ms  (n={stats['n']}){verdict}"
             )
     report["machine"]["load_avg_after"] = os.getloadavg()
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2, default=float) + "\n")
-    print(f"\nwrote {RESULTS}", file=sys.stderr)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2, default=float) + "\n")
+    print(f"\nwrote {args.out}", file=sys.stderr)
 
 
 if __name__ == "__main__":
