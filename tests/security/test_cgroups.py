@@ -8,6 +8,7 @@ limit files are checked against a directory that stands in for a delegated cgrou
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -316,6 +317,71 @@ async def test_a_sandbox_runs_in_its_cgroup_which_goes_with_it(
     assert cg is not None and cg.pids()
     await adapter.delete_sandbox(record)
     assert not any(d.exists() for d in cg.dirs)
+
+
+async def test_the_cgroup_is_made_with_the_sandbox_not_its_first_run(
+    adapter: LocalAdapter, new_sandbox: Callable[..., Any], settings: Settings
+) -> None:
+    """Made (and limited) when the sandbox is provisioned, in the worker thread that makes
+    its workspace: the first run only joins it."""
+    backend, _ = cgroups.probe(settings)
+    if backend is None:
+        pytest.skip("no writable cgroups here")
+    record = await new_sandbox(resources={"cpu": 0.25})
+    assert record.sandbox_id not in adapter._live  # no process started yet
+    cg = adapter._cgroups.get(record.sandbox_id)
+    assert cg is not None and all(d.is_dir() for d in cg.dirs) and cg.pids() == []
+    if "cpu" in backend.enforced:
+        name = "cpu.max" if backend.name == "v2" else "cpu.cfs_quota_us"
+        assert cg.read(name).split()[0] == "25000"
+    assert (await adapter.run(record, ExecRequest(code="true"))).exit_code == 0
+    assert adapter._cgroups.get(record.sandbox_id) is cg and cg.pids()
+
+
+def _ours(backend: cgroups.Backend) -> list[Path]:
+    """Every cgroup directory this adapter's key has on the node (all controllers)."""
+    return [d for parent in backend.parents() if parent.is_dir() for d in parent.iterdir()
+            if d.is_dir()]  # fmt: skip
+
+
+async def test_no_cgroup_is_left_on_any_exit_path(settings: Settings) -> None:
+    """Deleted unused, deleted after runs, suspended and woken, taken from the pool,
+    left in the pool, handed out at close: after close, nothing of ours is left."""
+    backend, _ = cgroups.probe(settings)
+    if backend is None:
+        pytest.skip("no writable cgroups here")
+    spec = SandboxSpec(account_id="acct_test")
+    adapter = LocalAdapter(settings)
+    try:
+        unused = await adapter.create_sandbox(spec)
+        await adapter.delete_sandbox(unused)
+        ran = await adapter.create_sandbox(spec)
+        await adapter.run(ran, ExecRequest(code="sleep 60 & echo bg"))  # a process left over
+        await adapter.delete_sandbox(ran)
+        woken = await adapter.create_sandbox(spec)
+        await adapter.run(woken, ExecRequest(code="true"))
+        await adapter.suspend(woken)
+        assert [d.name for d in _ours(backend)] == []  # a suspended sandbox holds none
+        await adapter.run(woken, ExecRequest(code="true"))
+        await adapter.delete_sandbox(woken)
+        assert _ours(backend) == []
+        await adapter.warm(2)
+        for _ in range(500):
+            if adapter.pool_size() >= 2:
+                break
+            await asyncio.sleep(0.02)
+        assert adapter.pool_size() >= 2  # (recent demand may size it up to 3)
+        made = {d.name for d in _ours(backend)}
+        assert {ready.sandbox_id for ready in adapter._pool._ready} <= made  # made ahead
+        taken = await adapter.create_sandbox(spec)
+        await adapter.run(taken, ExecRequest(code="sleep 60 & echo bg"))
+        kept = await adapter.create_sandbox(spec)  # handed out and never deleted
+        await adapter.run(kept, ExecRequest(code="true"))
+        await adapter.delete_sandbox(taken)
+    finally:
+        await adapter.close()
+    assert _ours(backend) == []
+    assert not any(p.exists() for p in backend.parents())
 
 
 @pytest.mark.parametrize("isolation", ["rlimits"])

@@ -50,7 +50,7 @@ from cerver.adapters.local.isolation import (
     running_as_root,
     sandbox_env,
 )
-from cerver.adapters.local.layout import LocalSandboxData
+from cerver.adapters.local.layout import Limits, LocalSandboxData
 from cerver.adapters.local.pool import Ready, WarmPool
 from cerver.adapters.local.reaping import kill_group, kill_uid, reap_orphans, schedule_reap
 from cerver.adapters.local.run_loop import collect, stream_process, stream_run
@@ -208,8 +208,8 @@ class LocalAdapter(ComputeAdapter):
         Fails closed: unless the operator chose ``rlimits``, a node where bwrap does not
         work refuses to make sandboxes (it never falls back to weaker isolation)."""
         rlimits = self.settings.sandbox_isolation == "rlimits"
-        await asyncio.to_thread(self._cgroups.backend)  # CERVER_CGROUPS=required: fail closed
-        sandbox_id, uid, gid = await asyncio.to_thread(self._allocate)
+        limits = limits_from(self.settings, memory_mb, cpus)
+        sandbox_id, uid, gid = await asyncio.to_thread(self._allocate, limits)
         data = LocalSandboxData(
             workspace=str(layout.workspace_path(self.settings, sandbox_id)),
             uid=uid,
@@ -219,12 +219,12 @@ class LocalAdapter(ComputeAdapter):
             network=network,
             egress_allow=egress_allow,
             env=dict(env),
-            limits=limits_from(self.settings, memory_mb, cpus),
+            limits=limits,
         )
         if not rlimits:
             reason = await bwrap_unavailable_reason(self.settings, data)
             if reason is not None:
-                await asyncio.to_thread(layout.remove_sandbox_files, self.settings, sandbox_id)
+                await asyncio.to_thread(self._unmake, sandbox_id)
                 raise ProviderError(
                     "this node refuses to run code: its isolation policy is bwrap and bwrap "
                     f"does not work here ({reason}); the operator must fix bwrap or set "
@@ -233,8 +233,12 @@ class LocalAdapter(ComputeAdapter):
                 )
         return sandbox_id, data
 
-    def _allocate(self) -> tuple[str, int, int]:
-        """Pick an id (and, as root, a uid no other workspace has); make the workspace."""
+    def _allocate(self, limits: Limits) -> tuple[str, int, int]:
+        """Pick an id (and, as root, a uid no other workspace has); make the workspace and
+        the sandbox's cgroup (in this one worker-thread hop: the first run then only joins
+        it). Under CERVER_CGROUPS=required without usable cgroups, raise before anything
+        is made (fail closed)."""
+        self._cgroups.backend()
         layout.ensure_sandboxes_dir(self.settings)
         root = running_as_root()
         for _ in range(UID_ATTEMPTS):
@@ -247,8 +251,18 @@ class LocalAdapter(ComputeAdapter):
                     continue
             path = layout.workspace_path(self.settings, sandbox_id)
             layout.make_workspace(path, uid, gid, chown=root)
+            try:
+                self._cgroups.procs_files(sandbox_id, limits)
+            except BaseException:
+                self._unmake(sandbox_id)
+                raise
             return sandbox_id, uid, gid
         raise ProviderError("could not allocate a free sandbox uid; try again")
+
+    def _unmake(self, sandbox_id: str) -> None:
+        """Undo ``_allocate``: the cgroup and the workspace (blocking)."""
+        self._cgroups.release(sandbox_id)
+        layout.remove_sandbox_files(self.settings, sandbox_id)
 
     # ------------------------------------------------------------------ runs
 
@@ -527,7 +541,8 @@ class LocalAdapter(ComputeAdapter):
             installs, live.installs = live.installs, set()
             for pgid in installs:
                 await kill_group(pgid)
-        await asyncio.to_thread(self._cgroups.release, sandbox_id)  # what escaped the above
+        if self._cgroups.in_use:  # what escaped the above
+            await asyncio.to_thread(self._cgroups.release, sandbox_id)
         if data.dedicated_uid:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 5.0

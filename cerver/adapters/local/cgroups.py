@@ -491,6 +491,11 @@ class SandboxCgroups:
             self._backend, self._probed = backend, True
         return self._backend
 
+    @property
+    def in_use(self) -> bool:
+        """Whether this adapter makes cgroups (probed, and a backend was found)."""
+        return self._backend is not None
+
     def procs_files(self, sandbox_id: str, limits: Limits) -> tuple[str, ...]:
         """The sandbox's cgroup (made, and its limits set, if need be): what its next
         process joins before exec. Empty without cgroups."""
