@@ -48,18 +48,43 @@ def _proc_stat(pid: str) -> tuple[str, int, int, int] | None:
     return fields[0].decode(), int(fields[1]), int(fields[2]), int(fields[19])
 
 
+def _our_children() -> list[str] | None:
+    """Pids of this process's children, from each thread's ``children`` list (orphans
+    reparented to us count: we are their subreaper); None where the kernel has no such
+    list (``CONFIG_PROC_CHILDREN``). Reading these is O(our children), where a scan of
+    /proc is O(every process on the node), and runs on the event loop."""
+    global _children_listed
+    if _children_listed is None:
+        _children_listed = os.path.exists(f"/proc/self/task/{os.getpid()}/children")
+    if not _children_listed:
+        return None
+    pids: list[str] = []
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/children", "rb") as fh:
+                pids.extend(pid.decode() for pid in fh.read().split())
+        except FileNotFoundError:  # the thread just exited
+            continue
+    return pids
+
+
+_children_listed: bool | None = None
+
+
 def reap_orphans() -> int:
     """Reap zombie children of ours that came from sandboxes; return how many such
     orphans are still alive (dying: reap again later)."""
     me, my_uid, alive = os.getpid(), os.geteuid(), 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) in direct_children:
+    listed = _our_children()
+    candidates = listed if listed is not None else os.listdir("/proc")
+    for name in candidates:
+        if not name.isdigit() or int(name) in direct_children:
             continue
-        stat = _proc_stat(entry.name)
+        stat = _proc_stat(name)
         if stat is None or stat[1] != me:
             continue
         try:
-            foreign = entry.stat().st_uid != my_uid
+            foreign = os.stat(f"/proc/{name}").st_uid != my_uid
         except FileNotFoundError:
             continue
         if not (foreign or stat[2] in _our_pgids):
@@ -68,7 +93,7 @@ def reap_orphans() -> int:
             alive += 1
             continue
         with contextlib.suppress(ChildProcessError):
-            os.waitpid(int(entry.name), os.WNOHANG)
+            os.waitpid(int(name), os.WNOHANG)
     return alive
 
 
