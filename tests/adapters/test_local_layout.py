@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+from cerver.adapters.base import SandboxRecord
+from cerver.adapters.local import LocalAdapter
+from cerver.errors import SandboxLost
 
 INSIDE = ("supervisor", "python_driver")
 
@@ -33,3 +39,24 @@ def test_inside_sources_are_what_the_host_starts() -> None:
     assert inside.source("python_driver") == DRIVER_SOURCE
     for source in (SUPERVISOR_SOURCE, DRIVER_SOURCE):
         assert source.rstrip().endswith('if __name__ == "__main__":\n    main()')
+
+
+@pytest.mark.parametrize("isolation", ["rlimits"])
+async def test_a_record_must_name_a_workspace_of_this_node(
+    adapter: LocalAdapter, sandbox: SandboxRecord, tmp_path: Path
+) -> None:
+    """The record's workspace is checked on every use: its own path (the fast path), the
+    same place spelled otherwise, and a path elsewhere (refused)."""
+    ws = adapter._data(sandbox).workspace
+    assert os.path.realpath(ws) == os.path.realpath(sandbox.data["workspace"])
+    parent, name = os.path.split(ws)
+    spelled = sandbox.model_copy(
+        update={"data": {**sandbox.data, "workspace": f"{parent}/./{name}"}}
+    )
+    assert adapter._data(spelled).workspace == f"{parent}/./{name}"
+    (tmp_path / "elsewhere").mkdir()
+    forged = sandbox.model_copy(
+        update={"data": {**sandbox.data, "workspace": str(tmp_path / "elsewhere")}}
+    )
+    with pytest.raises(SandboxLost, match="does not live in this node's sandboxes directory"):
+        adapter._data(forged)

@@ -132,8 +132,12 @@ class LocalAdapter(ComputeAdapter):
         if record.provider != self.name:
             raise BadRequest(f"record of provider {record.provider!r} given to the local adapter")
         data = LocalSandboxData.model_validate(record.data)
-        expected = layout.workspace_path(self.settings, record.sandbox_id)
-        if os.path.realpath(data.workspace) != os.path.realpath(expected):
+        expected = str(layout.workspace_path(self.settings, record.sandbox_id))
+        # The same string is the same place; only a different spelling is resolved (10
+        # lstat calls a run, on the event loop, for the common case saved).
+        if data.workspace != expected and os.path.realpath(data.workspace) != os.path.realpath(
+            expected
+        ):
             raise SandboxLost(
                 f"sandbox {record.sandbox_id} does not live in this node's sandboxes directory",
                 details={"sandbox_id": record.sandbox_id},
