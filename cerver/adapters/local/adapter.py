@@ -550,7 +550,8 @@ class LocalAdapter(ComputeAdapter):
         if data.dedicated_uid:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 5.0
-            while kill_uid(data.uid) and loop.time() < deadline:
+            # kill_uid reads every process of the node: off the event loop
+            while await asyncio.to_thread(kill_uid, data.uid) and loop.time() < deadline:
                 await asyncio.sleep(0.02)
                 reap_orphans()
             reap_orphans()
