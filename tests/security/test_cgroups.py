@@ -467,7 +467,9 @@ def test_sweep_removes_empty_leftovers_of_other_servers_only(
     proc = spawn_in(busy, FORKER)
     try:
         assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
-        assert cgroups.sweep(backend, settings) == 0  # made just now: maybe in use
+        # (other servers on this node may leave stale cgroups that this sweep removes: the
+        # count is theirs; what matters is that ours, made just now, maybe in use, stays)
+        cgroups.sweep(backend, settings)
         assert empty.dirs[0].is_dir()
         assert cgroups.sweep(backend, settings, stale_s=0) >= 1
         assert not any(d.exists() for d in empty.dirs)
