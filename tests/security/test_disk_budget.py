@@ -86,13 +86,17 @@ async def test_a_short_run_past_the_budget_is_caught_after_it(
     """Ends before the first measurement (0.1 s): measured after its answer; from then the
     sandbox is known to be over, its files-API writes refused, its next run watched from
     its start (it may shrink the workspace, never grow it)."""
+    await adapter.run(sandbox, ExecRequest(code="true"))  # the supervisor's start: not in it
+    await asyncio.sleep(3 * disk.MIN_POLL_S)  # the walk after that run: done
     out = await adapter.run(
         sandbox,
         ExecRequest(
             code="fallocate -l 20M a 2>/dev/null || head -c 20000000 /dev/zero > a; echo short"
         ),
     )
-    assert out.stdout == "short\n"
+    # On a loaded machine the run may outlast the first measurement (0.1 s) and be
+    # stopped in flight instead, which is right too; either way the sandbox is over.
+    assert out.stdout == "short\n" or "passed its disk budget" in out.stderr, out
     for _ in range(100):
         if adapter._disk[sandbox.sandbox_id].over:
             break
@@ -133,11 +137,21 @@ async def test_back_to_back_runs_share_their_walks(tmp_path: Path) -> None:
     await asyncio.sleep(3 * disk.MIN_POLL_S)
     # one walk right after the first run, then at most one per MIN_POLL_S, and the last
     assert 1 <= sandbox_disk.walks <= 2 + elapsed / disk.MIN_POLL_S, (sandbox_disk.walks, elapsed)
-    assert sandbox_disk.walks <= 10
     quiet = sandbox_disk.walks
     await asyncio.sleep(3 * disk.MIN_POLL_S)
     assert sandbox_disk.walks == quiet  # no run, nothing written: no walk
     assert reasons == [] and not sandbox_disk.over
+    sandbox_disk.close()
+
+
+async def test_runs_between_two_turns_of_the_loop_make_one_walk(tmp_path: Path) -> None:
+    """Whatever the machine's load: 50 runs that end before the loop turns, one walk."""
+    sandbox_disk = _sandbox_disk(tmp_path, [])
+    for _ in range(50):
+        async with sandbox_disk.watch():
+            pass  # (entering and leaving a watch never yields while the sandbox is not over)
+    await asyncio.sleep(3 * disk.MIN_POLL_S)
+    assert sandbox_disk.walks == 1
     sandbox_disk.close()
 
 
