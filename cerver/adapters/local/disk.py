@@ -114,10 +114,11 @@ class SandboxDisk:
     (``watch()``), and the measurements are shared. While any run is in flight the
     workspace is walked every ``MIN_POLL_S`` (or ``POLL_COST_RATIO`` x what the last walk
     took, if more); the first walk comes ``MIN_POLL_S`` into a run (sooner when one asked
-    for by an earlier run's end falls due), so a short run has no walk on its path. A run's end asks for one more walk (what it wrote), at once if none
-    was made within the spacing, else when the spacing allows: back-to-back runs share
-    walks (at most one walk is pending or in flight; an end during a walk marks the
-    workspace dirty, and it is walked once more after). A walk that finds the budget passed
+    for by an earlier run's end falls due), so a short run has no walk on its path. A
+    run's end asks for one more walk (what it wrote), at once if none was made within the
+    spacing, else when the spacing allows: back-to-back runs share walks (at most one walk
+    is pending or in flight; an end during a walk marks the workspace dirty, and it is
+    walked once more after). A walk that finds the budget passed
     while runs are in flight calls ``on_over`` (everything of the sandbox is killed) and
     tells each run why (``Watch.tripped``); one that finds it passed between runs marks
     the sandbox over, and its next run is measured before it starts: it may shrink the
