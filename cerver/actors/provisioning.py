@@ -262,6 +262,10 @@ class Provisioner:
         await adapter.delete_sandbox(record)
         await asyncio.to_thread(self.store.computes.release, compute_id)
 
+    def sandboxes_in_memory(self) -> set[str]:
+        adapters = [*self._adapters.values(), *self._retired]
+        return set().union(*(a.sandboxes_in_memory() for a in adapters))
+
     async def close(self) -> None:
         adapters = [*self._adapters.values(), *self._retired]
         self._adapters.clear()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, cast
@@ -42,6 +43,8 @@ from cerver.models import ComputeChoice
 from cerver.redaction import mask_streams, mask_text
 from cerver.store import SessionRow
 
+log = logging.getLogger(__name__)
+
 
 class SessionCore:
     """The actor's logic, plain async Python (the Ray actor below only hosts it)."""
@@ -67,6 +70,8 @@ class SessionCore:
         self._lost = False
         self.inflight = 0
         self.last_used = time.monotonic()
+        # Set while this session hibernates: calls wait for it, then wake it afresh.
+        self.hibernating: asyncio.Future[None] | None = None
 
     @contextlib.contextmanager
     def busy(self) -> Iterator[None]:
@@ -286,7 +291,9 @@ class SessionCore:
             if row.status == "closed":
                 return
             if self._record is not None:
-                await (await self._adapter(self._record)).suspend(self._record)
+                adapter = await self._adapter(self._record)
+                await adapter.suspend(self._record)
+                await adapter.forget(self._record)  # this host keeps nothing of it
             await self._append(
                 "system",
                 {
@@ -311,7 +318,9 @@ class SessionCore:
 
     async def run(self, request: ExecRequest, received_at: float) -> SessionRun:
         entered = time.perf_counter()
+        waking = not self._loaded
         row, record = await self._ready()
+        load_ms = (time.perf_counter() - entered) * 1000.0 if waking else 0.0
         adapter = await self._adapter(record)
         sandbox_started = time.perf_counter()
         try:
@@ -347,9 +356,10 @@ class SessionCore:
             compute_id=row.compute_id or "",
             latency_ms=latency_ms,
             timings={
+                "load": load_ms,  # a wake: the session's rows read back from the store
                 "sandbox": sandbox_ms,
                 "commit": commit_ms,
-                "host": (done - entered) * 1000.0 - sandbox_ms - commit_ms,
+                "host": (done - entered) * 1000.0 - sandbox_ms - commit_ms - load_ms,
             },
         )
 
@@ -460,14 +470,33 @@ class SessionHost:
         while True:
             await asyncio.sleep(period)
             now = time.monotonic()
-            for core in list(self.cores.values()):
-                idle = now - core.last_used
-                if core.inflight == 0 and idle > self.settings.hibernate_after_s:
-                    await self._hibernate(core, idle)
+            due = [
+                (core, now - core.last_used)
+                for core in self.cores.values()
+                if core.inflight == 0
+                and core.hibernating is None
+                and now - core.last_used > self.settings.hibernate_after_s
+            ]
+            # At once: each waits on its sandbox's processes to die, not on the CPU.
+            results = await asyncio.gather(
+                *(self._hibernate(core, idle) for core, idle in due), return_exceptions=True
+            )
+            for (core, _idle), result in zip(due, results, strict=True):
+                if isinstance(result, Exception):
+                    log.warning("session %s did not hibernate: %r", core.session_id, result)
 
     async def _hibernate(self, core: SessionCore, idle_s: float) -> None:
-        await core.hibernate(idle_s)
-        await self._unbind(core.session_id)
+        """Hibernate and unbind; calls that arrive meanwhile wait, then bind afresh."""
+        if core.hibernating is not None:
+            await asyncio.shield(core.hibernating)
+            return
+        done = core.hibernating = asyncio.get_running_loop().create_future()
+        try:
+            await core.hibernate(idle_s)
+            await self._unbind(core.session_id)
+        finally:  # failed: still bound, tried again at the next tick
+            core.hibernating = None
+            done.set_result(None)
 
     async def _unbind(self, session_id: str) -> None:
         self.cores.pop(session_id, None)
@@ -477,33 +506,36 @@ class SessionHost:
             # Surplus empty host: leave once the current call has answered.
             asyncio.get_running_loop().call_later(0.2, ray.kill, me)
 
-    def _bound(self, session_id: str) -> SessionCore:
+    async def _bound(self, session_id: str) -> SessionCore:
         core = self.cores.get(session_id)
+        while core is not None and core.hibernating is not None:
+            await asyncio.shield(core.hibernating)  # then unbound: the caller binds afresh
+            core = self.cores.get(session_id)
         if core is None:
             raise NotBound(f"host {self.actor_id} does not serve {session_id}")
         return core
 
     # --- session operations --------------------------------------------------------------
     async def attach(self, session_id: str, choice: ComputeChoice | None, reason: str) -> Attached:
-        core = self._bound(session_id)
+        core = await self._bound(session_id)
         with core.busy():
             return await core.attach(choice, reason)
 
     async def run(self, session_id: str, request: ExecRequest, received_at: float) -> SessionRun:
-        core = self._bound(session_id)
+        core = await self._bound(session_id)
         with core.busy():
             return await core.run(request, received_at)
 
     async def run_stream(
         self, session_id: str, request: ExecRequest, received_at: float
     ) -> AsyncIterator[SessionStreamItem]:
-        core = self._bound(session_id)
+        core = await self._bound(session_id)
         with core.busy():
             async for item in core.run_stream(request, received_at):
                 yield item
 
     async def close(self, session_id: str) -> None:
-        core = self._bound(session_id)
+        core = await self._bound(session_id)
         with core.busy():
             await core.close()
         await self._unbind(session_id)
@@ -515,11 +547,19 @@ class SessionHost:
 
     async def hibernate_now(self, session_id: str) -> None:
         """Hibernate at once, as the idle timer would (used by tests)."""
-        core = self._bound(session_id)
+        core = await self._bound(session_id)
         await self._hibernate(core, time.monotonic() - core.last_used)
 
     async def sessions(self) -> list[str]:
         return sorted(self.cores)
+
+    async def footprint(self) -> dict[str, list[str]]:
+        """What this host holds in memory: the sessions it serves and the sandboxes its
+        adapters remember, warm pool included (hibernated sessions are in neither)."""
+        return {
+            "sessions": sorted(self.cores),
+            "sandboxes_in_memory": sorted(self.provisioner.sandboxes_in_memory()),
+        }
 
     async def pid(self) -> int:
         import os

@@ -25,7 +25,7 @@ import asyncio
 import math
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import ray
 from ray.actor import ActorHandle
@@ -267,6 +267,19 @@ class SessionDirectory:
             "created_total": self.created_total,
             "per_host": sorted((len(h.sessions) for h in self.hosts.values()), reverse=True),
             "per_account": dict(Counter(b.account_id for b in self.bound.values())),
+        }
+
+    async def footprint(self) -> dict[str, int]:
+        """What the hosts hold in memory, summed: sessions served and sandboxes their
+        adapters remember (warm pools included). A census for the hibernation bench."""
+        found = await asyncio.gather(
+            *(h.handle.footprint.remote() for h in self.hosts.values()), return_exceptions=True
+        )
+        held = [cast("dict[str, list[str]]", f) for f in found if isinstance(f, dict)]
+        return {
+            "hosts": len(held),
+            "sessions": sum(len(f["sessions"]) for f in held),
+            "sandboxes_in_memory": sum(len(f["sandboxes_in_memory"]) for f in held),
         }
 
 

@@ -224,5 +224,16 @@ class ComputeAdapter(abc.ABC):
         """Release this process's resources for one sandbox (e.g. a running interpreter)
         while the sandbox itself stays: used when its session hibernates."""
 
+    async def forget(self, record: SandboxRecord) -> None:  # noqa: B027 (optional hook)
+        """Drop what this instance remembers of one sandbox it no longer serves (after
+        ``suspend``, when its session hibernated and left this process): a host that served
+        thousands of sessions keeps nothing of those that went to sleep. The sandbox stays;
+        the next process to serve it starts from its record."""
+
+    def sandboxes_in_memory(self) -> set[str]:
+        """The sandboxes this instance holds state for in memory (a census: after
+        ``forget``, one that hibernated is not among them)."""
+        return set()
+
     async def close(self) -> None:  # noqa: B027 (an optional hook: nothing to release by default)
         """Release process-local resources (connections, child processes) of this instance."""

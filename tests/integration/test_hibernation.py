@@ -58,6 +58,26 @@ def test_hibernate_and_wake_keeps_transcript_files_and_says_what_was_lost(
     api.delete(f"/v2/sessions/{sid}")
 
 
+def test_a_hibernated_session_leaves_nothing_in_its_host(
+    api: httpx.Client, server_settings: Settings
+) -> None:
+    """Hosts serve thousands of sessions over their life: one that hibernated must leave no
+    state behind in the host's memory (not its session, not its sandbox's handles)."""
+    sid = api.post("/v2/sessions", json={"compute": {"provider": "local"}}).json()["session_id"]
+    assert api.post(f"/v2/sessions/{sid}/run", json={"code": "echo hi > f.txt"}).status_code == 200
+    sandbox_id = api.get(f"/v2/sessions/{sid}").json()["sandbox_id"]
+    host = host_of(server_settings, sid)
+    held = ray.get(host.footprint.remote(), timeout=30)
+    assert sid in held["sessions"] and sandbox_id in held["sandboxes_in_memory"]
+    ray.get(host.hibernate_now.remote(sid), timeout=30)
+    held = ray.get(host.footprint.remote(), timeout=30)
+    assert sid not in held["sessions"] and sandbox_id not in held["sandboxes_in_memory"]
+    # It wakes with its files, wherever it is bound next.
+    out = api.post(f"/v2/sessions/{sid}/run", json={"code": "cat f.txt"}).json()
+    assert out["stdout"] == "hi\n", out
+    api.delete(f"/v2/sessions/{sid}")
+
+
 def test_pool_refills_after_sessions_take_hosts(
     api: httpx.Client, server_settings: Settings
 ) -> None:

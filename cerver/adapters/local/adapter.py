@@ -531,6 +531,23 @@ class LocalAdapter(ComputeAdapter):
         next run starts them again (Python state is lost, and the run says so)."""
         await self._teardown(record.sandbox_id, self._data(record), remove=False)
 
+    async def forget(self, record: SandboxRecord) -> None:
+        """After ``suspend`` (its session hibernated and left this process): drop the
+        sandbox's in-memory state here, its egress listener (an open socket) included.
+        Anything of it still running is stopped first: forgetting never leaves a process
+        without a handle. The next run, in any process, starts afresh from the record."""
+        live = self._live.get(record.sandbox_id)
+        if live is not None and (
+            live.installs or (live.supervisor is not None and live.supervisor.alive)
+        ):
+            await self._teardown(record.sandbox_id, self._data(record), remove=False)
+        self._live.pop(record.sandbox_id, None)
+        self._disk_over.discard(record.sandbox_id)
+        await self._egress.forget(record.sandbox_id)
+
+    def sandboxes_in_memory(self) -> set[str]:
+        return set(self._live)
+
     async def _teardown(self, sandbox_id: str, data: LocalSandboxData, *, remove: bool) -> None:
         """Kill everything of the sandbox; with ``remove``, forget it and delete its files
         (without, the next run restarts the processes and says the Python state was lost)."""

@@ -91,6 +91,14 @@ class RayAdapter(ComputeAdapter):
             self._hosts[data.actor] = handle
         return handle
 
+    async def forget(self, record: SandboxRecord) -> None:
+        """The session hibernated and left this process: drop the cached actor handle (the
+        sandbox's own actor keeps running; the next call looks it up by name)."""
+        self._hosts.pop(self._data(record).actor, None)
+
+    def sandboxes_in_memory(self) -> set[str]:
+        return set(self._hosts)  # by actor name: one actor per sandbox
+
     async def _call(self, record: SandboxRecord, op: str, *args: Any) -> Any:
         data = self._data(record)
         try:
