@@ -66,31 +66,6 @@ def running_server(
 
 def process_tree(root: int | None = None) -> list[tuple[int, str, int]]:
     """(pid, name, rss_bytes) for every live descendant of ``root`` (default: this process)."""
-    root = root or os.getpid()
-    children: dict[int, list[int]] = {}
-    names: dict[int, str] = {}
-    rss: dict[int, int] = {}
-    page = os.sysconf("SC_PAGE_SIZE")
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                raw = f.read()
-            with open(f"/proc/{entry}/statm") as f:
-                resident = int(f.read().split()[1]) * page
-        except (OSError, ValueError, IndexError):
-            continue
-        name = raw[raw.index("(") + 1 : raw.rindex(")")]
-        fields = raw.rsplit(")", 1)[1].split()
-        if fields[0] == "Z":
-            continue
-        pid = int(entry)
-        children.setdefault(int(fields[1]), []).append(pid)
-        names[pid], rss[pid] = name, resident
-    out, todo = [], [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append((child, names[child], rss[child]))
-            todo.append(child)
-    return out
+    from _census import descendants
+
+    return [(p.pid, p.name, p.rss) for p in descendants(root)]

@@ -30,7 +30,7 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _server import process_tree, running_server
+from _server import running_server
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sessions.json"
 CREATE = {"compute": {"provider": "local"}}
@@ -135,70 +135,14 @@ async def _timed_run(client: httpx.AsyncClient, sid: str, code: str) -> float:
     return (time.perf_counter() - t0) * 1000.0
 
 
-def census() -> dict[str, Any]:
-    procs = process_tree()
-    hosts = [p for p in procs if p[1].startswith("ray::SessionHos")]
-    return {
-        "processes": len(procs),
-        "session_hosts": len(hosts),
-        "rss_mb": round(sum(p[2] for p in procs) / 2**20, 1),
-    }
-
-
 async def hibernate_and_wake(
-    client: httpx.AsyncClient, n: int, hibernate_after_s: float, wake_samples: int,
-    concurrency: int = 10,
-) -> dict[str, Any]:  # fmt: skip
-    before = census()
-    ids: list[str] = []
-    peak = dict(before)
-    failures = 0
+    client: httpx.AsyncClient, settings: Any, args: argparse.Namespace
+) -> dict[str, Any]:
+    """N sessions each run one command and go idle; every one must hibernate (the store says
+    so last, no process of it is left); what N hibernated sessions cost; wake-and-run."""
+    from _hibernation import hibernation_run
 
-    async def one() -> None:
-        nonlocal failures
-        r = await client.post("/v2/sessions", json=CREATE)
-        if r.status_code != 201:
-            failures += 1
-            return
-        sid = r.json()["session_id"]
-        ids.append(sid)
-        r = await client.post(f"/v2/sessions/{sid}/run", json={"code": "echo hi > f.txt"})
-        failures += r.status_code != 200
-
-    started = time.perf_counter()
-    for i in range(0, n, concurrency):
-        await asyncio.gather(*(one() for _ in range(min(concurrency, n - i))))
-        now = census()
-        if now["rss_mb"] > peak["rss_mb"]:
-            peak = now
-        if i and i % 1000 < concurrency:
-            print(f"  {i} sessions made, {time.perf_counter() - started:.0f} s", flush=True)
-    create_s = time.perf_counter() - started
-    # Wait for every session to hibernate.
-    deadline = time.time() + hibernate_after_s * 4 + 120
-    after = census()
-    while time.time() < deadline:
-        await asyncio.sleep(2)
-        after = census()
-        if after["session_hosts"] <= before["session_hosts"]:
-            break
-    wake: list[float] = []
-    for sid in ids[:wake_samples]:
-        t0 = time.perf_counter()
-        r = await client.post(f"/v2/sessions/{sid}/run", json={"code": "cat f.txt"})
-        if r.status_code == 200 and r.json()["stdout"] == "hi\n":
-            wake.append((time.perf_counter() - t0) * 1000.0)
-    return {
-        "sessions": n,
-        "create_concurrency": concurrency,
-        "failures": failures,
-        "create_and_run_s": round(create_s, 1),
-        "before": before,
-        "peak": peak,
-        "after_hibernation": after,
-        "memory_vs_start_percent": round(100.0 * after["rss_mb"] / before["rss_mb"] - 100, 1),
-        "wake_and_run_ms": pct(wake),
-    }
+    return await hibernation_run(client, settings, args)
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
@@ -234,10 +178,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             if "exec" in args.only:
                 report["exec_round_trip_ms"] = await exec_round_trips(client, args.exec_n)
             if "hibernate" in args.only:
-                report["hibernate_and_wake"] = await hibernate_and_wake(
-                    client, args.sessions, args.hibernate_after, args.wake_samples,
-                    args.create_concurrency,
-                )  # fmt: skip
+                report["hibernate_and_wake"] = await hibernate_and_wake(client, settings, args)
     return report
 
 
@@ -260,11 +201,17 @@ def print_table(report: dict[str, Any]) -> None:
     if hw is None:
         Console().print(table)
         return
-    table.add_row("wake and run", *_p(hw["wake_and_run_ms"]), f"after {hw['sessions']} sessions")
+    wake = hw["wake"]
+    table.add_row("wake and run", *_p(wake["wake_and_run_ms"]), f"of {hw['sessions']} sessions")
+    table.add_row("then, awake", *_p(wake["then_awake_run_ms"]), "")
     Console().print(table)
+    made, hib = hw["made"], hw["hibernation"]
     Console().print(
-        f"hibernate: before {hw['before']}, peak {hw['peak']}, after {hw['after_hibernation']}"
-        f" (memory vs start {hw['memory_vs_start_percent']}%)"
+        f"made {made['made']} in {made['seconds']} s ({made['per_second']}/s), errors "
+        f"{made['errors']}; CPU ms per session {hw['create_cpu']['cpu_ms_per_session_by_kind']}"
+        f" (others on the machine: {hw['create_cpu']['others_cpu_s']} s)\n"
+        f"hibernated: {hib}\nper hibernated session: {hw['per_hibernated_session']}\n"
+        f"wake phases p50: {wake['phases_p50_ms']}"
     )
 
 
@@ -286,14 +233,24 @@ def main() -> None:
     )
     parser.add_argument("--wake-samples", type=int, default=50)
     parser.add_argument("--hibernate-after", type=float, default=5.0)
+    parser.add_argument("--seed", type=int, default=16, help="which sessions the wake samples")
+    parser.add_argument(
+        "--max-create-s", type=float, default=3600.0,
+        help="stop making sessions after this long and go on with those made",
+    )  # fmt: skip
+    parser.add_argument("--checkpoint-every", type=int, default=1000, help="census every N made")
     args = parser.parse_args()
     if args.quick:
         args.n, args.exec_n, args.sessions, args.wake_samples = 10, 30, 60, 10
     report = asyncio.run(main_async(args))
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2))
+    # A hibernation-only run has a file per N (the 10,000 run must not overwrite the others).
+    out = RESULTS
+    if args.only == ["hibernate"]:
+        out = RESULTS.with_name(f"hibernation_{args.sessions}.json")
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
     print_table(report)
-    print(f"wrote {RESULTS}")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
