@@ -138,8 +138,8 @@ def workspaces(sandboxes_dir: Path) -> dict[str, int]:
         return {"workspaces": 0, "inodes": 0, "bytes": 0}
     size = 0
     for entry in top:
-        if not entry.is_dir(follow_symlinks=False):
-            continue
+        if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
+            continue  # .uids: the uid claims, not a workspace
         count += 1
         for dirpath, _dirs, filenames in os.walk(entry.path):
             inodes += 1 + len(filenames)

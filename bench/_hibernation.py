@@ -278,6 +278,7 @@ async def hibernation_run(
     hibernation = await _await_hibernation(settings, ids, limit)
     await asyncio.sleep(1.0)
     after = await asyncio.to_thread(_census, settings)
+    footprints = await _footprints(settings)  # before the wake binds some again
     wake = await _wake(client, ids, args.wake_samples, args.seed)
     return {
         "sessions": len(ids),
@@ -291,7 +292,7 @@ async def hibernation_run(
         "peak": peak,
         "after_hibernation": after,
         "per_hibernated_session": _per_session(before, after, max(len(ids), 1)),
-        "host_footprints": await _footprints(settings),
+        "host_footprints": footprints,
         "wake": wake,
         "load_average_1m_end": round(os.getloadavg()[0], 2),
     }

@@ -251,7 +251,7 @@ class LocalAdapter(ComputeAdapter):
                 uid, gid = os.getuid(), os.getgid()
             else:
                 uid = gid = layout.uid_for(self.settings, sandbox_id)
-                if layout.uid_in_use(self.settings, uid):
+                if not layout.claim_uid(self.settings, uid, sandbox_id):
                     continue
             path = layout.workspace_path(self.settings, sandbox_id)
             layout.make_workspace(path, uid, gid, chown=root)
