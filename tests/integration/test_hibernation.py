@@ -9,6 +9,7 @@ import pytest
 import ray
 
 from cerver.actors.session_directory import Overloaded, directory_handle
+from cerver.adapters.base import ExecRequest
 from cerver.config import Settings
 from cerver.models import ComputeChoice
 from cerver.store import SessionRow, Store
@@ -73,6 +74,26 @@ def test_a_hibernated_session_leaves_nothing_in_its_host(
     held = ray.get(host.footprint.remote(), timeout=30)
     assert sid not in held["sessions"] and sandbox_id not in held["sandboxes_in_memory"]
     # It wakes with its files, wherever it is bound next.
+    out = api.post(f"/v2/sessions/{sid}/run", json={"code": "cat f.txt"}).json()
+    assert out["stdout"] == "hi\n", out
+    api.delete(f"/v2/sessions/{sid}")
+
+
+def test_a_call_that_arrives_while_its_session_hibernates_waits_then_wakes_it(
+    api: httpx.Client, server_settings: Settings
+) -> None:
+    """The run must not go to a sandbox that is being torn down: it waits for the
+    hibernation, is told the host no longer serves the session, and the router wakes it."""
+    sid = api.post("/v2/sessions", json={"compute": {"provider": "local"}}).json()["session_id"]
+    assert api.post(f"/v2/sessions/{sid}/run", json={"code": "echo hi > f.txt"}).status_code == 200
+    host = host_of(server_settings, sid)
+    # Calls from one caller start in order: the run starts while the hibernation runs.
+    hibernating = host.hibernate_now.remote(sid)
+    racing = host.run.remote(sid, ExecRequest(code="cat f.txt"), time.time())
+    ray.get(hibernating, timeout=30)
+    with pytest.raises(Exception, match="does not serve"):
+        ray.get(racing, timeout=30)
+    assert host_of(server_settings, sid) is None
     out = api.post(f"/v2/sessions/{sid}/run", json={"code": "cat f.txt"}).json()
     assert out["stdout"] == "hi\n", out
     api.delete(f"/v2/sessions/{sid}")
