@@ -542,11 +542,12 @@ class LocalAdapter(ComputeAdapter):
         ):
             await self._teardown(record.sandbox_id, self._data(record), remove=False)
         self._live.pop(record.sandbox_id, None)
-        self._disk_over.discard(record.sandbox_id)
+        if (sandbox_disk := self._disk.pop(record.sandbox_id, None)) is not None:
+            sandbox_disk.close()  # its budget is measured again where it wakes
         await self._egress.forget(record.sandbox_id)
 
     def sandboxes_in_memory(self) -> set[str]:
-        return set(self._live)
+        return set(self._live) | set(self._disk)
 
     async def _teardown(self, sandbox_id: str, data: LocalSandboxData, *, remove: bool) -> None:
         """Kill everything of the sandbox; with ``remove``, forget it and delete its files
