@@ -37,7 +37,7 @@ def test_workspaces_made_before_claims_existed_are_claimed_on_first_use(home: Pa
     old = layout.new_sandbox_id()
     layout.make_workspace(layout.workspace_path(settings, old), 0, 0, chown=False)
     owner = os.stat(layout.workspace_path(settings, old)).st_uid
-    assert not (settings.sandboxes_dir / layout.UIDS_DIR).exists()
+    assert not layout.claims_dir(settings).exists()
     assert not layout.claim_uid(settings, owner, layout.new_sandbox_id())
     assert layout.claim_uid(settings, owner + 1, layout.new_sandbox_id())
 
@@ -49,7 +49,7 @@ def test_a_claim_whose_workspace_vanished_is_taken_over(home: Path) -> None:
     # A fresh claim is kept (its workspace is made just after the claim) ...
     assert not layout.claim_uid(settings, 4242, fresh)
     # ... an old one whose workspace is gone is taken over.
-    marker = settings.sandboxes_dir / layout.UIDS_DIR / "4242"
+    marker = layout.claims_dir(settings) / "4242"
     past = time.time() - 2 * layout.STALE_CLAIM_S
     os.utime(marker, (past, past))
     assert layout.claim_uid(settings, 4242, fresh)

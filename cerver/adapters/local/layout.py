@@ -5,7 +5,7 @@
             .cerver/site-packages/   pip --target of ``install_package`` (on PYTHONPATH)
             .cerver/tmp/             TMPDIR in rlimits mode
         <sandbox_id>.state.json      user key/value state, 0600, outside the workspace
-        .uids/<uid>                  as root: which workspace holds that uid (claim_uid)
+    <sandboxes_dir>.uids/<uid>       as root: which workspace holds that uid (claim_uid)
 
 Everything needed to reconnect after the host process restarts is in ``LocalSandboxData``
 (``SandboxRecord.data``); nothing else is kept in memory that a restart would lose, except
@@ -85,7 +85,6 @@ def uid_for(settings: Settings, sandbox_id: str) -> int:
     return settings.sandbox_uid_base + int(digest, 16) % UID_SPAN
 
 
-UIDS_DIR = ".uids"  # <sandboxes_dir>/.uids/<uid>: which uids workspaces hold (claims)
 STALE_CLAIM_S = 60.0  # a claim this old whose workspace is gone was left by a lost one
 
 
@@ -121,15 +120,21 @@ def _stale(settings: Settings, marker: Path) -> bool:
     return age > STALE_CLAIM_S and not workspace_path(settings, owner).is_dir()
 
 
+def claims_dir(settings: Settings) -> Path:
+    """``<sandboxes_dir>.uids/<uid>``: which workspace holds each uid (beside the sandboxes
+    directory, which holds workspaces only)."""
+    return settings.sandboxes_dir.with_name(f"{settings.sandboxes_dir.name}.uids")
+
+
 def _uid_claims(settings: Settings) -> Path:
     """The claims directory. Made on first use from the workspaces already there (made
     before claims existed), filled aside and renamed into place, so no claim is ever
     checked against a half-filled directory."""
     root = settings.sandboxes_dir
-    claims = root / UIDS_DIR
+    claims = claims_dir(settings)
     if claims.is_dir():
         return claims
-    aside = root / f"{UIDS_DIR}.{secrets.token_hex(4)}"
+    aside = claims.with_name(f".{claims.name}.{secrets.token_hex(4)}")
     aside.mkdir(mode=0o700)
     for entry in os.scandir(root):
         if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
@@ -146,7 +151,7 @@ def _uid_claims(settings: Settings) -> Path:
 
 def release_uid(settings: Settings, sandbox_id: str) -> None:
     """Drop the workspace's claim on its uid, if the claim is this workspace's."""
-    marker = settings.sandboxes_dir / UIDS_DIR / str(uid_for(settings, sandbox_id))
+    marker = claims_dir(settings) / str(uid_for(settings, sandbox_id))
     with contextlib.suppress(FileNotFoundError):
         if marker.read_text() == sandbox_id:
             marker.unlink()
