@@ -266,10 +266,10 @@ class Settings(BaseModel):
     vercel_api_url: str = DEFAULT_VERCEL_API_URL
     daytona_api_url: str = DEFAULT_DAYTONA_API_URL
     # --- issue 16 (perfpath): the request hot path (docs/performance.md) ---
-    # Serve's HAProxy ingress in front of the replicas (set before Ray starts; see
-    # cerver/serve_app/ingress.py). Off (the default): Serve's own Python proxy; why it is
-    # opt-in: docs/performance.md, "The front door".
-    serve_haproxy: bool = False
+    # Serve's HAProxy ingress in front of the replicas (the default; set before Ray starts,
+    # cerver/serve_app/ingress.py). Off (CERVER_SERVE_HAPROXY=0): Serve's own Python proxy.
+    # docs/performance.md, "The front door".
+    serve_haproxy: bool = True
     # A Server-Timing header on every response: where the request's milliseconds went.
     server_timing: bool = True
 
@@ -348,7 +348,7 @@ class Settings(BaseModel):
             **(_secret_keys(home) if at_rest_keys else {}),
             vercel_api_url=_env_str("CERVER_VERCEL_API_URL", DEFAULT_VERCEL_API_URL),
             daytona_api_url=_env_str("CERVER_DAYTONA_API_URL", DEFAULT_DAYTONA_API_URL),
-            serve_haproxy=_env_bool("CERVER_SERVE_HAPROXY", False),  # issue 16 (perfpath)
+            serve_haproxy=_env_bool("CERVER_SERVE_HAPROXY", True),  # issue 16 (perfpath)
             server_timing=_env_bool("CERVER_SERVER_TIMING", True),  # issue 16 (perfpath)
         )
 

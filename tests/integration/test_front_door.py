@@ -1,5 +1,5 @@
-"""What the front door must keep, whichever it is (Serve's proxy, or HAProxy with
-CERVER_SERVE_HAPROXY=1): the client's own address for the per-client rate limits, a client
+"""What the front door must keep, whichever it is (HAProxy, the default, or Serve's proxy
+with CERVER_SERVE_HAPROXY=0): the client's own address for the per-client rate limits, a client
 cannot pick its bucket with X-Forwarded-For, and a client that hangs up cancels its
 (non-streamed) run: the process stops and the account's run slot comes back."""
 

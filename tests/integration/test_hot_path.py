@@ -90,7 +90,7 @@ def test_the_front_door_is_haproxy_with_files_of_its_own(
     server: str, server_settings: Settings
 ) -> None:
     if os.environ.get(HAPROXY_FLAG) != "1":
-        pytest.skip("behind Serve's proxy, the default (CERVER_SERVE_HAPROXY=1 runs this)")
+        pytest.skip("behind Serve's proxy (CERVER_SERVE_HAPROXY=0)")
     base = Path(os.environ["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"])
     assert base != Path("/tmp/haproxy-serve")
     configs = list(base.glob("*/haproxy.cfg")) + list(base.glob("haproxy.cfg"))
