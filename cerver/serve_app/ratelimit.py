@@ -79,7 +79,15 @@ class TokenBucketLimiter:
         bucket.tokens -= cost
 
 
-gateway_limiter = TokenBucketLimiter()
+_limiters: dict[tuple[float, int], TokenBucketLimiter] = {}
+
+
+def gateway_limiter(rate_per_s: float, burst: int) -> TokenBucketLimiter:
+    """The replica's limiter for these settings (``CERVER_GATEWAY_RATE_PER_S`` / ``_BURST``)."""
+    limiter = _limiters.get((rate_per_s, burst))
+    if limiter is None:
+        limiter = _limiters[(rate_per_s, burst)] = TokenBucketLimiter(rate_per_s, burst)
+    return limiter
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -159,4 +167,5 @@ def client_key(request: Request) -> str:
 
 async def rate_limit(request: Request) -> None:
     """FastAPI dependency: one token per request from this client address."""
-    gateway_limiter.take(client_key(request))
+    settings = request.app.state.ctx.settings
+    gateway_limiter(settings.gateway_rate_per_s, settings.gateway_burst).take(client_key(request))
