@@ -216,6 +216,9 @@ class Settings(BaseModel):
     stress_jobs_max: int = 200  # stress-test jobs kept (running or finished)
     stress_job_ttl_s: float = 3600.0  # finished jobs are forgotten after this
     trusted_proxies: list[str] = []  # peers whose X-Forwarded-For the rate limiter believes
+    # issue 16 (haproxy): the per-client token bucket of the anonymous /gateway endpoints
+    gateway_rate_per_s: float = 60.0
+    gateway_burst: int = 120
     # --- end of account caps ------------------------------------------------------------
     # E2B: control-plane URL; sandbox URL ("" = E2B's own routing); template; how long a
     # sandbox runs unused before E2B pauses it (state kept; the next run resumes it).
@@ -266,10 +269,10 @@ class Settings(BaseModel):
     vercel_api_url: str = DEFAULT_VERCEL_API_URL
     daytona_api_url: str = DEFAULT_DAYTONA_API_URL
     # --- issue 16 (perfpath): the request hot path (docs/performance.md) ---
-    # Serve's HAProxy ingress in front of the replicas (set before Ray starts; see
-    # cerver/serve_app/ingress.py). Off (the default): Serve's own Python proxy; why it is
-    # opt-in: docs/performance.md, "The front door".
-    serve_haproxy: bool = False
+    # Serve's HAProxy ingress in front of the replicas (the default; set before Ray starts,
+    # cerver/serve_app/ingress.py). Off (CERVER_SERVE_HAPROXY=0): Serve's own Python proxy.
+    # docs/performance.md, "The front door".
+    serve_haproxy: bool = True
     # A Server-Timing header on every response: where the request's milliseconds went.
     server_timing: bool = True
 
@@ -348,7 +351,7 @@ class Settings(BaseModel):
             **(_secret_keys(home) if at_rest_keys else {}),
             vercel_api_url=_env_str("CERVER_VERCEL_API_URL", DEFAULT_VERCEL_API_URL),
             daytona_api_url=_env_str("CERVER_DAYTONA_API_URL", DEFAULT_DAYTONA_API_URL),
-            serve_haproxy=_env_bool("CERVER_SERVE_HAPROXY", False),  # issue 16 (perfpath)
+            serve_haproxy=_env_bool("CERVER_SERVE_HAPROXY", True),  # issue 16 (perfpath)
             server_timing=_env_bool("CERVER_SERVER_TIMING", True),  # issue 16 (perfpath)
         )
 
@@ -405,6 +408,8 @@ def _limits_from_env() -> dict[str, Any]:
         "stress_jobs_max": _env_int("CERVER_STRESS_JOBS_MAX", 200, minimum=1),
         "stress_job_ttl_s": _env_float("CERVER_STRESS_JOB_TTL_S", 3600.0, minimum=1.0),
         "trusted_proxies": _env_networks("CERVER_TRUSTED_PROXIES"),
+        "gateway_rate_per_s": _env_float("CERVER_GATEWAY_RATE_PER_S", 60.0, minimum=0.001),
+        "gateway_burst": _env_int("CERVER_GATEWAY_BURST", 120, minimum=1),
     }
 
 

@@ -42,11 +42,16 @@ def make_home() -> Path:
 
 
 def apply_test_ingress_env() -> None:
-    """The Serve front door the server fixtures use: Serve's proxy, as the server's default,
-    HAProxy with CERVER_SERVE_HAPROXY=1 (set before Ray starts; cerver/serve_app/ingress.py)."""
+    """The Serve front door the server fixtures use: HAProxy, as the server's default,
+    Serve's proxy with CERVER_SERVE_HAPROXY=0 (set before Ray starts; ingress.py)."""
     from cerver.serve_app.ingress import ingress_env
 
-    haproxy = os.environ.get("CERVER_SERVE_HAPROXY", "0").strip().lower() in ("1", "true")
+    haproxy = os.environ.get("CERVER_SERVE_HAPROXY", "1").strip().lower() not in (
+        "0",
+        "false",
+        "no",
+        "off",
+    )
     os.environ.update(ingress_env(haproxy, make_home()))
 
 

@@ -90,8 +90,16 @@ class ActorCaller(abc.ABC):
             if spans is not None:
                 route_ms = (time.perf_counter() - found_at) * 1000.0
                 spans["route"] = spans.get("route", 0.0) + route_ms
+            ref = method(handle).remote(*self._lead(entity_id), *args)
             try:
-                return await method(handle).remote(*self._lead(entity_id), *args)
+                return await ref
+            except asyncio.CancelledError:
+                # The caller was cancelled (its client hung up): cancel the actor's call
+                # too. Serve's proxy cancels the replica's task and Ray takes the calls it
+                # made with it; behind HAProxy only our coroutine is cancelled, and
+                # awaiting a ref does not cancel the task it names.
+                ray.cancel(ref)
+                raise
             except RayTaskError as exc:
                 cause = unwrap(exc)
                 if isinstance(cause, Moved):

@@ -5,11 +5,22 @@ The client is the TCP peer. ``X-Forwarded-For`` is believed only when the peer i
 operator's trusted proxies (``CERVER_TRUSTED_PROXIES``), and then only up to the first
 address that is not itself a trusted proxy (read right to left), so a client cannot pick
 its own bucket by sending the header.
+
+Behind Serve's HAProxy ingress the peer is HAProxy itself, on this node. Cerver starts it
+with ``option forwardfor`` (``cerver/serve_app/haproxy_lines.py``), which appends the
+client's address as the *last* ``X-Forwarded-For`` hop; when the replica's environment says
+so (``CERVER_HAPROXY_FORWARDS_FOR=1``, set with the HAProxy settings in ``ingress.py``) and
+the peer is this node (loopback or the node's address), that one last hop stands for the
+peer. Hops a client sent itself come before it and are read only under the operator's
+trusted proxies, as above: a client that sends ``X-Forwarded-For`` through HAProxy still
+lands in its own bucket, even when it connects from loopback.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -18,6 +29,7 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from cerver.errors import RateLimited
+from cerver.serve_app.ingress import FORWARDS_FLAG
 
 DEFAULT_RATE_PER_S = 60.0
 DEFAULT_BURST = 120
@@ -67,7 +79,15 @@ class TokenBucketLimiter:
         bucket.tokens -= cost
 
 
-gateway_limiter = TokenBucketLimiter()
+_limiters: dict[tuple[float, int], TokenBucketLimiter] = {}
+
+
+def gateway_limiter(rate_per_s: float, burst: int) -> TokenBucketLimiter:
+    """The replica's limiter for these settings (``CERVER_GATEWAY_RATE_PER_S`` / ``_BURST``)."""
+    limiter = _limiters.get((rate_per_s, burst))
+    if limiter is None:
+        limiter = _limiters[(rate_per_s, burst)] = TokenBucketLimiter(rate_per_s, burst)
+    return limiter
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -81,12 +101,25 @@ def _trusted(address: str, proxies: list[Network]) -> bool:
     return any(ip in net for net in proxies)
 
 
-def client_address(peer: str, forwarded_for: str | None, proxies: list[Network]) -> str:
+def client_address(
+    peer: str,
+    forwarded_for: str | None,
+    proxies: list[Network],
+    local_haproxy: list[Network] | None = None,
+) -> str:
     """The address a request came from: the peer, or (behind trusted proxies) the nearest
-    address in ``X-Forwarded-For`` that is not a trusted proxy."""
-    if not forwarded_for or not _trusted(peer, proxies):
+    address in ``X-Forwarded-For`` that is not a trusted proxy. ``local_haproxy``: the
+    addresses this node's HAProxy connects from, when it appends the client's address (the
+    last hop, which then stands for the peer)."""
+    hops = [h.strip() for h in (forwarded_for or "").split(",") if h.strip()]
+    if hops and local_haproxy and _trusted(peer, local_haproxy):
+        peer, hops = hops[-1], hops[:-1]
+        try:
+            ipaddress.ip_address(peer)
+        except ValueError:
+            return "unknown"  # not what HAProxy writes: one bucket for all such requests
+    if not hops or not _trusted(peer, proxies):
         return peer
-    hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
     for hop in reversed(hops):
         try:
             ipaddress.ip_address(hop)
@@ -98,19 +131,41 @@ def client_address(peer: str, forwarded_for: str | None, proxies: list[Network])
 
 
 _networks: dict[tuple[str, ...], list[Network]] = {}
+_LOOPBACK = [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")]
+
+
+@functools.cache
+def local_haproxy() -> list[Network]:
+    """Where this node's HAProxy connects from, if it appends ``X-Forwarded-For``: loopback
+    and the node's own address (replicas bound to ``0.0.0.0`` are reached on it). Read
+    once per process: the replica's environment does not change."""
+    if os.environ.get(FORWARDS_FLAG) != "1":
+        return []
+    nets = list(_LOOPBACK)
+    try:
+        import ray
+
+        nets.append(ipaddress.ip_network(ray.util.get_node_ip_address()))
+    except Exception:  # no Ray in this process (a unit test): loopback only
+        pass
+    return nets
 
 
 def client_key(request: Request) -> str:
     peer = request.client.host if request.client is not None else "unknown"
     configured = tuple(request.app.state.ctx.settings.trusted_proxies)
-    if not configured:
-        return peer
     proxies = _networks.get(configured)
     if proxies is None:
         proxies = _networks[configured] = [ipaddress.ip_network(n) for n in configured]
-    return client_address(peer, request.headers.get("x-forwarded-for"), proxies)
+    local = local_haproxy()
+    if not proxies and not local:
+        return peer
+    # Every X-Forwarded-For line, in order: HAProxy adds its own line after the client's.
+    forwarded = ",".join(request.headers.getlist("x-forwarded-for"))
+    return client_address(peer, forwarded, proxies, local)
 
 
 async def rate_limit(request: Request) -> None:
     """FastAPI dependency: one token per request from this client address."""
-    gateway_limiter.take(client_key(request))
+    settings = request.app.state.ctx.settings
+    gateway_limiter(settings.gateway_rate_per_s, settings.gateway_burst).take(client_key(request))

@@ -37,6 +37,10 @@ def capped_settings(server: str, server_settings: Settings) -> Iterator[Settings
             "transcript_budget_bytes": 64 * 1024,
             "transcript_page_max_bytes": 48 * 1024,
             "transcript_full_max_entries": 15,
+            # issue 16 (haproxy): a gateway bucket small enough to empty in a few requests
+            # (tests/integration/test_front_door.py)
+            "gateway_rate_per_s": 0.5,
+            "gateway_burst": 5,
         }
     )
     prepare_home(settings)

@@ -90,10 +90,13 @@ def test_the_front_door_is_haproxy_with_files_of_its_own(
     server: str, server_settings: Settings
 ) -> None:
     if os.environ.get(HAPROXY_FLAG) != "1":
-        pytest.skip("behind Serve's proxy, the default (CERVER_SERVE_HAPROXY=1 runs this)")
+        pytest.skip("behind Serve's proxy (CERVER_SERVE_HAPROXY=0)")
     base = Path(os.environ["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"])
     assert base != Path("/tmp/haproxy-serve")
     configs = list(base.glob("*/haproxy.cfg")) + list(base.glob("haproxy.cfg"))
     bind = f"bind 127.0.0.1:{server_settings.port}"
     assert any(bind in c.read_text() for c in configs), configs
+    # Started through Cerver's launcher, which added its lines (the client's address).
+    ours = next(c for c in configs if bind in c.read_text()).read_text()
+    assert ours.count("option forwardfor") == 1
     assert httpx.get(f"{server}/healthz", timeout=10).json()["status"] == "ok"
