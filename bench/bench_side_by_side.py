@@ -23,8 +23,8 @@ processes spent per request, which the machine's load hardly moves.
     python bench/bench_side_by_side.py [--n 200] [--total 800] [--clients 16] [--quick]
     python bench/bench_side_by_side.py --only run,floor     # skip the LiteLLM comparison
 
-Prints a table and writes bench/results/side_by_side.json (with --haproxy:
-side_by_side_haproxy.json).
+Prints a table and writes bench/results/side_by_side.json (with --no-haproxy, Serve's
+own proxy as the front door: side_by_side_proxy.json).
 """
 
 from __future__ import annotations
@@ -420,8 +420,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="--n 40 --total 160")
     parser.add_argument(
         "--haproxy",
-        action="store_true",
-        help="start Serve with RAY_SERVE_ENABLE_HA_PROXY=1 (Ray's HAProxy ingress)",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the front door: Ray's HAProxy ingress (the server's default) or, with "
+        "--no-haproxy, Serve's own proxy",
     )
     a = parser.parse_args()
     if a.quick:
@@ -476,7 +478,7 @@ def main() -> None:
         shutil.rmtree(workspace, ignore_errors=True)
     report["machine"]["load_avg_after"] = load()
     print_table(report)
-    out = RESULTS.with_name("side_by_side_haproxy.json") if a.haproxy else RESULTS
+    out = RESULTS if a.haproxy else RESULTS.with_name("side_by_side_proxy.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out}", file=sys.stderr)
