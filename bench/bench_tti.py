@@ -10,12 +10,19 @@ The top and bottom 5% of each mode's samples are dropped before the median and p
 success rate counts every sample (a failed create or a failed `node -v` is a failure).
 Starts a real Cerver in-process (Ray + Serve + SQLite) and calls it over HTTP on loopback.
 Prints a table beside the leaderboard's published medians (theirs, not measured here) and
-writes bench/results/tti.json.
+writes bench/results/tti.json (``--out`` for another file).
+
+Each mode also prints where its time went (issue 16, burst): every create's and first
+run's ``Server-Timing`` phases (p50 / p95 / mean / summed over samples; ``http`` is the
+client's latency minus the server's ``app``), when the calls ended, the session hosts
+started, and the CPU each class of process burned while it ran (``_cpu.py``: Serve, the
+session hosts, Ray, the sandboxes, this client, and the machine's other users).
 
     python bench/bench_tti.py             # n=100 per mode
     python bench/bench_tti.py -n 20       # smaller, for a smoke check
     python bench/bench_tti.py --modes burst -n 100
     python bench/bench_tti.py --set sandbox_pool_max=0   # a server setting, for an A/B
+    python bench/bench_tti.py --modes burst --out bench/results/tti_burst.json
 """
 
 from __future__ import annotations
@@ -342,6 +349,7 @@ def main() -> None:
     parser.add_argument("--stagger-ms", type=float, default=200.0)
     parser.add_argument("--settle", type=float, default=3.0, help="seconds between modes")
     parser.add_argument("--quick", action="store_true", help="n=10 (smoke check)")
+    parser.add_argument("--out", default=str(RESULTS), help="where the JSON goes")
     parser.add_argument(
         "--set", type=setting, action="append", default=[], metavar="NAME=VALUE",
         help="a server setting for this run (A/B), e.g. --set sandbox_pool_max=0",
@@ -350,10 +358,11 @@ def main() -> None:
     if args.quick:
         args.n = 10
     report = asyncio.run(main_async(args))
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2))
+    out = Path(args.out)
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
     print_table(report)
-    print(f"wrote {RESULTS}")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
