@@ -23,6 +23,7 @@ import json
 import platform
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -51,17 +52,35 @@ def pct(values: list[float]) -> dict[str, float]:
     }
 
 
-async def first_command(client: httpx.AsyncClient, cleanup: list[str]) -> float | None:
+async def first_command(
+    client: httpx.AsyncClient, cleanup: list[str], failures: Counter[str] | None = None
+) -> float | None:
+    """Create, then `true`: the milliseconds, or None (its reason counted in ``failures``)."""
+    failures = Counter() if failures is None else failures
     started = time.perf_counter()
     r = await client.post("/v2/sessions", json=CREATE)
     if r.status_code != 201:
+        failures[f"create {r.status_code} {_error(r)}"] += 1
         return None
     sid = r.json()["session_id"]
     cleanup.append(sid)
     r = await client.post(f"/v2/sessions/{sid}/run", json={"code": "true"})
-    if r.status_code != 200 or r.json()["exit_code"] != 0:
+    if r.status_code != 200:
+        failures[f"run {r.status_code} {_error(r)}"] += 1
+        return None
+    if r.json()["exit_code"] != 0:
+        failures[f"run exit {r.json()['exit_code']}: {r.json().get('stderr', '')[:200]}"] += 1
         return None
     return (time.perf_counter() - started) * 1000.0
+
+
+def _error(response: httpx.Response) -> str:
+    """The error's code and message, for a failure's reason."""
+    try:
+        error = response.json()["error"]
+        return f"{error['code']}: {str(error['message'])[:300]}"
+    except (ValueError, KeyError, TypeError):
+        return response.text[:300]
 
 
 async def close_all(client: httpx.AsyncClient, ids: list[str]) -> None:
@@ -90,13 +109,15 @@ async def ttfc(client: httpx.AsyncClient, n: int) -> dict[str, Any]:
         "success_rate": sum(v is not None for v in stag) / n
     }
     # burst: all at once
+    failures: Counter[str] = Counter()
     started = time.perf_counter()
-    burst = await asyncio.gather(*(first_command(client, ids) for _ in range(n)))
+    burst = await asyncio.gather(*(first_command(client, ids, failures) for _ in range(n)))
     wall = (time.perf_counter() - started) * 1000.0
     await close_all(client, ids)
     out["burst"] = pct([v for v in burst if v is not None]) | {
         "success_rate": sum(v is not None for v in burst) / n,
         "all_done_ms": round(wall, 1),
+        "failures": dict(failures),
     }
     return out
 

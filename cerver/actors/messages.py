@@ -24,6 +24,9 @@ class Attached(BaseModel):
     compute_id: str | None = None
     sandbox_id: str | None = None
     isolation: str | None = None
+    # Milliseconds inside the host (the Server-Timing header of a create): reading the
+    # session, provisioning (admission, the adapter's create, the compute row), committing.
+    timings: dict[str, float] = {}
 
 
 class SessionRun(BaseModel):

@@ -10,9 +10,12 @@ leaves no sandbox and no row behind.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from cerver.adapters import registry
 from cerver.adapters.access import SELF_HOSTED, check_executable, compute_unavailable
@@ -25,6 +28,8 @@ from cerver.errors import CerverError, ComputeUnavailable, Conflict, NotFound, P
 from cerver.models import ComputeChoice
 from cerver.store import ComputeRow, SessionRow, Store
 from cerver.store.ids import new_id, now
+
+log = logging.getLogger(__name__)
 
 
 def record_of(settings: Settings, stored: dict[str, Any]) -> SandboxRecord:
@@ -253,9 +258,16 @@ class Provisioner:
         ray.kill(host, no_restart=True)
 
     async def _observe(self, provider: str, provision_ms: float) -> None:
-        await asyncio.to_thread(
-            self.store.observations.record, provider, "startup_ms", provision_ms, True, "session"
-        )
+        """Best effort: learning data for the recommender, never a create's failure (the
+        sandbox and its compute row exist by now; issue 16 saw this write time out on
+        SQLite's lock in a loaded burst and fail the whole create)."""
+        try:
+            await asyncio.to_thread(
+                self.store.observations.record, provider, "startup_ms", provision_ms, True,
+                "session",
+            )  # fmt: skip
+        except SQLAlchemyError as exc:
+            log.warning("startup observation of %s not recorded: %s", provider, exc)
 
     async def release(self, compute_id: str, record: SandboxRecord, account_id: str) -> None:
         adapter = await self.adapter(record.provider, account_id)

@@ -65,9 +65,12 @@ class SessionRouter(ActorCaller):
 
     # --- the session host's operations (``SessionHost`` in actors/session.py) --------------
     async def attach(
-        self, session_id: str, owner: str, choice: ComputeChoice | None, reason: str
-    ) -> Attached:
-        found = await self._call(session_id, owner, lambda host: host.attach, choice, reason)
+        self, session_id: str, owner: str, choice: ComputeChoice | None, reason: str,
+        *, spans: dict[str, float] | None = None,
+    ) -> Attached:  # fmt: skip
+        found = await self._call(
+            session_id, owner, lambda host: host.attach, choice, reason, spans=spans
+        )
         return cast(Attached, found)
 
     async def run(

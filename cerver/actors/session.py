@@ -166,11 +166,14 @@ class SessionCore:
         return MetricsState.load(self._row.metrics)
 
     async def _append(
-        self, type_: str, content: dict[str, Any], metrics: MetricsState | None = None
-    ) -> int:
-        values: dict[str, Any] | None = None
+        self, type_: str, content: dict[str, Any], metrics: MetricsState | None = None,
+        row_values: dict[str, Any] | None = None,
+    ) -> int:  # fmt: skip
+        """Commit one transcript entry; ``metrics`` and ``row_values`` update the session's
+        row in the same transaction."""
+        values: dict[str, Any] | None = dict(row_values) if row_values else None
         if metrics is not None:
-            values = {"metrics": metrics.dump()}
+            values = {**(values or {}), "metrics": metrics.dump()}
         seq = await asyncio.to_thread(
             self.store.sessions.append,
             self.session_id,
@@ -187,11 +190,15 @@ class SessionCore:
     async def attach(self, choice: ComputeChoice | None, reason: str) -> Attached:
         """Provision (or adopt) a compute and bind it; releases the previous one (a swap).
         On failure the previous compute stays bound and the transcript says what failed."""
+        entered = time.perf_counter()
         async with self._lock:
             row = await self._load()
+            loaded = time.perf_counter()
             if row.status == "closed":
                 raise SessionClosed(f"session {self.session_id} is closed; create a new one")
-            return await self._attach_locked(choice, reason)
+            attached = await self._attach_locked(choice, reason)
+        attached.timings["load"] = (loaded - entered) * 1000.0
+        return attached
 
     async def _attach_locked(self, choice: ComputeChoice | None, reason: str) -> Attached:
         assert self._row is not None
@@ -199,11 +206,15 @@ class SessionCore:
         metrics = self._metrics()
         old = (row.compute_id, self._record)
         now = time.time()
+        timings: dict[str, float] = {}
         if choice is None:
             new = None
         else:
             try:
+                provision_started = time.perf_counter()
                 new = await self.provisioner.provision(row, choice)
+                timings["provision"] = (time.perf_counter() - provision_started) * 1000.0
+                timings["adapter"] = new.provision_time_ms
             except CerverError as exc:
                 metrics.op(ok=False)
                 await self._append(
@@ -226,11 +237,8 @@ class SessionCore:
             "status": "ready",
             "runtime": new.record.runtime if new else row.runtime,
         }
-        await asyncio.to_thread(self.store.sessions.update, self.session_id, **values)
-        for key, value in values.items():
-            setattr(row, key, value)
-        self._record = new.record if new else None
-        await self._append(
+        commit_started = time.perf_counter()
+        await self._append(  # the row's new compute and its entry: one transaction
             "compute",
             {
                 "event": "attached" if new else "detached",
@@ -244,10 +252,16 @@ class SessionCore:
                 **({"workspace": carried} if carried is not None else {}),
             },
             metrics,
+            row_values=values,
         )
+        for key, value in values.items():
+            setattr(row, key, value)
+        self._record = new.record if new else None
+        timings["commit"] = (time.perf_counter() - commit_started) * 1000.0
         if old[0] and old[1] is not None:
             await self.provisioner.release(old[0], old[1], row.account_id)
         return Attached(
+            timings=timings,
             provider=new.provider if new else None,
             compute_id=new.compute_id if new else None,
             sandbox_id=new.record.sandbox_id if new else None,

@@ -38,6 +38,10 @@ from cerver.store.ids import new_id
 DIRECTORY_NAME = "cerver-session-directory"
 DEMAND_WINDOW_S = 60.0
 REFILL_QUIET_S = 0.5
+# Growth beyond the configured pool (to the recent demand) waits for a longer lull: a
+# burst's first commands come after its binds, and each host start is a Ray worker start
+# (~1 CPU-second) they would share the CPUs with (issue 16, burst: measured).
+GROW_QUIET_S = 5.0
 
 
 @dataclass
@@ -120,13 +124,18 @@ class SessionDirectory:
     async def _refill(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            quiet = (self._bound_at[-1] if self._bound_at else 0.0) + REFILL_QUIET_S - loop.time()
+            have = self._empty() + self.creating
+            target = self._pool_target()
+            if have >= target:
+                return
+            base = self.settings.session_pool_size
+            grow = have >= base
+            last = self._bound_at[-1] if self._bound_at else 0.0
+            quiet = last + (GROW_QUIET_S if grow else REFILL_QUIET_S) - loop.time()
             if quiet > 0:
                 await asyncio.sleep(quiet)
                 continue
-            missing = self._pool_target() - self._empty() - self.creating
-            if missing <= 0:
-                return
+            missing = target - have if grow else base - have
             await asyncio.gather(*(self._new_host() for _ in range(missing)))
 
     async def warm(self) -> int:

@@ -51,14 +51,26 @@ async def current_view(c: AppContext, row: SessionRow, **kwargs: Any) -> Session
 
 @router.post("/v2/sessions", status_code=201, response_model=SessionView)
 async def create_session(
-    body: CreateSession, who: Account = Depends(account), c: AppContext = Depends(ctx)
+    body: CreateSession,
+    request: Request,
+    who: Account = Depends(account),
+    c: AppContext = Depends(ctx),
 ) -> SessionView:
-    async with Admission(c.settings, "admit_session", who.id):
-        return await _create_session(c, who, body)
+    admission = Admission(c.settings, "admit_session", who.id)
+    with span(request, "admit"):
+        await admission.__aenter__()
+    try:
+        return await _create_session(c, who, body, request)
+    finally:
+        with span(request, "release"):
+            await admission.release()
 
 
-async def _create_session(c: AppContext, who: Account, body: CreateSession) -> SessionView:
-    candidates, routing = await choices_for_create(c, who, body)
+async def _create_session(
+    c: AppContext, who: Account, body: CreateSession, request: Request
+) -> SessionView:
+    with span(request, "choose"):
+        candidates, routing = await choices_for_create(c, who, body)
     runtime = (
         body.runtime
         or (candidates[0].runtime if candidates else None)
@@ -100,19 +112,24 @@ async def _create_session(c: AppContext, who: Account, body: CreateSession) -> S
             c.store.llm_spend.set_session_budget, row.id, who.id, body.llm_budget_usd
         )
     try:
-        await asyncio.to_thread(c.store.sessions.create, row, [("system", opening)])
+        with span(request, "store"):
+            await asyncio.to_thread(c.store.sessions.create, row, [("system", opening)])
     except BaseException:
         await asyncio.to_thread(c.store.llm_spend.forget_session, row.id)
         raise
     if candidates:
-        await _provision_first_that_works(c, row, candidates, fallback=body.wants_fallback)
-    fresh = await owned_session(c, who, row.id)
-    return await current_view(c, fresh)
+        await _provision_first_that_works(
+            c, row, candidates, fallback=body.wants_fallback, request=request
+        )
+    with span(request, "view"):
+        fresh = await owned_session(c, who, row.id)
+        return await current_view(c, fresh)
 
 
 async def _provision_first_that_works(
-    c: AppContext, row: SessionRow, candidates: list, *, fallback: bool
-) -> None:
+    c: AppContext, row: SessionRow, candidates: list, *, fallback: bool,
+    request: Request | None = None,
+) -> None:  # fmt: skip
     """Walk the candidates (the routing's fallback order); with ``fallback``, an offline
     relay host's recommendation joins them. On total failure undo everything."""
     attempts: list[dict[str, Any]] = []
@@ -122,8 +139,11 @@ async def _provision_first_that_works(
         for choice in candidates:
             started = time.perf_counter()
             reason = reasons.get(id(choice), "create")
+            spans: dict[str, float] = {}
             try:
-                await c.sessions.attach(row.id, row.account_id, choice, reason)
+                attached = await c.sessions.attach(
+                    row.id, row.account_id, choice, reason, spans=spans
+                )
             except CerverError as exc:
                 last = exc
                 moved = fallback_choice(exc, choice.runtime) if fallback else None
@@ -139,6 +159,8 @@ async def _provision_first_that_works(
                     }
                 )
                 continue
+            if request is not None:
+                _attach_timing(request, started, spans, attached.timings)
             attempts.append(
                 {
                     "provider": choice.provider,
@@ -159,6 +181,22 @@ async def _provision_first_that_works(
         last.details = {"attempts": attempts, "last_error": last.details}
     assert last is not None
     raise last
+
+
+def _attach_timing(
+    request: Request, started: float, spans: dict[str, float], inside: dict[str, float]
+) -> None:
+    """A create's attach as Server-Timing phases: ``route`` (the session directory placing
+    the session on a host, a host start included when every host is full), ``actor`` (the
+    hop), and the host's own: ``load``, ``provision`` (of it ``adapter``: the provider's
+    create), ``commit``."""
+    call_ms = (time.perf_counter() - started) * 1000.0
+    route_ms = spans.get("route", 0.0)
+    add(request, "route", route_ms)
+    hosted = sum(ms for name, ms in inside.items() if name != "adapter")
+    add(request, "actor", call_ms - route_ms - hosted)
+    for name, ms in inside.items():
+        add(request, name, ms)
 
 
 async def _undo_create(c: AppContext, row: SessionRow) -> None:

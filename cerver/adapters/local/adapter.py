@@ -59,6 +59,10 @@ from cerver.errors import BadRequest, ProviderError, SandboxLost, Unprocessable
 SPEC_OPTIONS: dict[str, tuple[str, ...]] = {}  # none: isolation is server policy
 MAX_INLINE_CODE = 100 * 1024  # beyond this, code goes through a file (argv strings max 128 KiB)
 UID_ATTEMPTS = 8
+# Supervisor starts at once per adapter (issue 16, burst): a start is mostly the kernel's
+# namespace and mount setup, which the machine serialises anyway, so a burst's starts queue
+# here and each one's deadline (host_supervisor.START_TIMEOUT_S) times the start itself.
+START_PARALLEL = 4
 
 
 def _check_env(env: dict[str, str], field: str) -> None:
@@ -91,6 +95,7 @@ class LocalAdapter(ComputeAdapter):
         self._egress = EgressProxy(settings)  # network.allow sandboxes' way out (egress.py)
         self._cgroups = SandboxCgroups(self.settings)
         self._disk: dict[str, disk.SandboxDisk] = {}  # each sandbox's workspace vs its budget
+        self._starts = asyncio.Semaphore(START_PARALLEL)
 
     # ------------------------------------------------------------------ warm pool
 
@@ -114,7 +119,7 @@ class LocalAdapter(ComputeAdapter):
     async def _provision_pooled(self) -> Ready:
         sandbox_id, data = await self._provision(network=False, egress_allow=None, env={})
         try:
-            await self._supervisor(sandbox_id, data)
+            await self._supervisor(sandbox_id, data, pooled=True)
             interp = self._interpreter(sandbox_id, data)
             if interp is not None:
                 await interp.start()
@@ -321,8 +326,11 @@ class LocalAdapter(ComputeAdapter):
             sandbox_disk = self._disk[sandbox_id] = disk.SandboxDisk(budget, data.workspace, over)
         return sandbox_disk.watch()
 
-    async def _supervisor(self, sandbox_id: str, data: LocalSandboxData) -> Supervisor:
-        """The sandbox's running supervisor, started (or restarted) when needed."""
+    async def _supervisor(
+        self, sandbox_id: str, data: LocalSandboxData, *, pooled: bool = False
+    ) -> Supervisor:
+        """The sandbox's running supervisor, started (or restarted) when needed (at most
+        ``START_PARALLEL`` starts at once; one that is not for the pool delays its growth)."""
         live = self._live.setdefault(sandbox_id, LiveSandbox())
         sup = live.supervisor
         if sup is None:
@@ -339,7 +347,11 @@ class LocalAdapter(ComputeAdapter):
             )
         if egress_inside.restricted(data):
             await self._egress.ensure(sandbox_id, data)
-        await sup.ensure_started()
+        if not sup.alive:
+            if not pooled:
+                self._pool.cold_start()
+            async with self._starts:
+                await sup.ensure_started()
         return sup
 
     def _interpreter(self, sandbox_id: str, data: LocalSandboxData) -> PythonInterpreter | None:

@@ -20,6 +20,7 @@ supervisor has a deadline, past which the whole sandbox is killed and replaced.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -37,13 +38,14 @@ from cerver.adapters.local.reaping import (
     schedule_reap,
     signal_verified_group,
 )
-from cerver.adapters.local.spawning import kill_process, spawn
+from cerver.adapters.local.spawning import exited_event, kill_process, spawn
 from cerver.errors import ProviderError
 
 log = logging.getLogger(__name__)
 SUPERVISOR_SOURCE = inside.source("supervisor")
 HEADER = struct.Struct("!cII")
 START_TIMEOUT_S = 15.0
+START_STDERR_BYTES = 2000
 READER_LIMIT = 64 * 1024
 MAX_FRAME_BYTES = 1024 * 1024  # the supervisor sends at most 64 KiB of output per frame
 MAX_CTL_LINE = 1024 * 1024  # one JSON line of a run's control channel (the Python driver)
@@ -76,6 +78,18 @@ def _int(msg: dict[str, Any], key: str) -> int:
     if type(value) is not int or abs(value) >= 2**63:
         raise ProtocolViolation(f"a control frame with a bad {key!r}")
     return value
+
+
+async def _start_stderr(proc: asyncio.subprocess.Process) -> str:
+    """What a supervisor that failed to start wrote on stderr (bwrap's or Python's own
+    complaint; nothing of user code has run yet), at most ``START_STDERR_BYTES``."""
+    if proc.stderr is None:
+        return ""
+    try:
+        said = await asyncio.wait_for(proc.stderr.read(START_STDERR_BYTES), 0.5)
+    except (TimeoutError, OSError, ValueError):
+        return ""
+    return said.decode("utf-8", "replace").strip()
 
 
 def supervisor_argv(python: str) -> list[str]:
@@ -244,8 +258,24 @@ class Supervisor:
         try:
             await asyncio.wait_for(asyncio.shield(self._ready), START_TIMEOUT_S)
         except (TimeoutError, ProviderError) as exc:
+            said = ""
+            if not isinstance(exc, TimeoutError):  # it exited: how, and what it said
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(exited_event(proc).wait(), 1.0)
+                said = await _start_stderr(proc)
+            status = proc.returncode  # before our own kill below
             await self.stop()
-            raise ProviderError(f"the sandbox supervisor did not start: {exc}") from exc
+            ready = self._ready
+            if ready is not None and ready.done() and not ready.cancelled():
+                ready.exception()  # retrieved: the reader's late "exited at start" is this
+            why = str(exc) or f"no answer within {START_TIMEOUT_S:g}s"
+            log.warning("sandbox supervisor did not start (%s, exit %s): %s", why, status, said)
+            # What it said (bwrap's complaint names host paths) stays in the server's log.
+            raise ProviderError(
+                f"the sandbox supervisor did not start: {why}"
+                + (f" (exit status {status})" if status is not None else ""),
+                details={"exit_status": status},
+            ) from exc
         self.send(b"A", 0, json.dumps(dataclasses.asdict(self._shell)).encode())
         self._armed = True
 

@@ -63,6 +63,14 @@ class WarmPool:
         self._closed = False
         self._closing = asyncio.Event()
         self._last_take = 0.0
+        self._last_cold = 0.0  # issue 16 (burst): the last sandbox started outside the pool
+
+    def cold_start(self) -> None:
+        """A sandbox started its processes outside the pool (a miss's first run): a burst
+        is still starting sandboxes, so growth beyond the configured size waits for
+        ``GROW_DELAY_S`` after the last such start, not only after the last take (a
+        burst's first commands come after its creates, and start the same processes)."""
+        self._last_cold = asyncio.get_running_loop().time()
 
     def __len__(self) -> int:
         return len(self._ready)
@@ -134,6 +142,8 @@ class WarmPool:
                 continue
             delay = REFILL_DELAY_S if len(self._ready) < self._base else GROW_DELAY_S
             quiet = self._last_take + delay - loop.time()
+            if delay == GROW_DELAY_S:
+                quiet = max(quiet, self._last_cold + GROW_DELAY_S - loop.time())
             if quiet > 0:
                 await self._pause(quiet)
                 continue
