@@ -460,7 +460,11 @@ class LocalAdapter(ComputeAdapter):
         started = time.perf_counter()
         if egress_inside.restricted(data):
             await self._egress.ensure(record.sandbox_id, data)
-        launch = self._launch(data, argv, network=True, env={})
+
+        def build() -> Launch:
+            return self._launch(data, argv, network=True, env={})
+
+        launch = build()
         async with self._disk_watch(record.sandbox_id, data) as watch:
             result = await collect(
                 stream_process(
@@ -468,6 +472,7 @@ class LocalAdapter(ComputeAdapter):
                     timeout_s=self._timeout(request.timeout_s),
                     output_limit=self.settings.output_limit_bytes,
                     track=self._live.setdefault(record.sandbox_id, LiveSandbox()).installs,
+                    rebuild=build,
                 )
             )
         tripped = getattr(watch, "tripped", None)

@@ -249,8 +249,9 @@ class Supervisor:
     async def _start(self) -> None:
         await self.stop()
         self._armed = False
-        launch = self._build(supervisor_argv(self._python))
-        proc = await spawn(launch, stdin=asyncio.subprocess.PIPE)
+        argv = supervisor_argv(self._python)
+        launch = self._build(argv)
+        proc = await spawn(launch, stdin=asyncio.subprocess.PIPE, rebuild=lambda: self._build(argv))
         self._proc, self._pidns = proc, launch.pidns
         loop = asyncio.get_running_loop()
         self._ready = loop.create_future()

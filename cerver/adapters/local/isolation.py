@@ -21,7 +21,9 @@ death signal, a new session (process group) and a scrubbed environment.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
+import errno
 import ipaddress
 import json
 import os
@@ -30,7 +32,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cerver.adapters.local import egress_inside, files, runtimes
@@ -60,6 +62,7 @@ ETC_FILES = (
 NEVER_HIDE = ("/", "/usr", "/etc", "/proc", "/dev", "/sys", "/bin", "/lib", "/lib64")
 ROOT_MERGED_DIRS = ("bin", "sbin", "lib", "lib64", "lib32", "libx32")
 SANDBOX_HOSTNAME = "cerver-sandbox"
+STEP_CGROUP = "cgroup join"  # the first step of ChildSetup
 
 
 # --------------------------------------------------------------------------- network
@@ -223,25 +226,44 @@ class ChildSetup:
     chdir: str | None = None
     nproc: int = 0  # the RLIMIT_NPROC value to set (computed in the parent)
     cgroup_procs: tuple[str, ...] = ()  # the sandbox's cgroup: joined first, as root
+    # Where a failed step is told (``SetupReport``): subprocess only says "Exception
+    # occurred in preexec_fn"; -1: nowhere.
+    report_fd: int = -1
 
     def __call__(self) -> None:
-        for procs in self.cgroup_procs:  # before anything else runs (cgroups.py)
-            fd = os.open(procs, os.O_WRONLY)
-            try:
-                os.write(fd, b"0")
-            finally:
-                os.close(fd)
-        os.umask(0o022)  # the server may run with 077; tmpfs paths must stay traversable
-        if self.mount_plan is not None:
-            _apply_mount_plan(self.mount_plan)
-        if self.uid is not None and self.gid is not None:
-            os.setgroups([])
-            os.setgid(self.gid)
-            os.setuid(self.uid)
-        if self.chdir is not None:
-            os.chdir(self.chdir)
-        # After the uid change: changing credentials clears the parent-death signal.
-        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        step = STEP_CGROUP
+        try:
+            for procs in self.cgroup_procs:  # before anything else runs (cgroups.py)
+                fd = os.open(procs, os.O_WRONLY)
+                try:
+                    os.write(fd, b"0")
+                finally:
+                    os.close(fd)
+            os.umask(0o022)  # the server may run with 077; tmpfs paths must stay traversable
+            if self.mount_plan is not None:
+                step = "mount plan"
+                _apply_mount_plan(self.mount_plan)
+            if self.uid is not None and self.gid is not None:
+                step = "uid/gid drop"
+                os.setgroups([])
+                os.setgid(self.gid)
+                os.setuid(self.uid)
+            if self.chdir is not None:
+                step = "chdir into the workspace"
+                os.chdir(self.chdir)
+            # After the uid change: changing credentials clears the parent-death signal.
+            step = "prctl"
+            _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            step = "setrlimit"
+            self._set_rlimits()
+        except BaseException as exc:
+            if self.report_fd >= 0:  # no logging, no locks: one write, then the same error
+                code = exc.errno if isinstance(exc, OSError) and exc.errno else 0
+                with contextlib.suppress(OSError):
+                    os.write(self.report_fd, f"{step}\0{code}\0{type(exc).__name__}".encode())
+            raise
+
+    def _set_rlimits(self) -> None:
         mb = 1024 * 1024
         lim = self.limits
         for res, value in (
@@ -256,6 +278,53 @@ class ChildSetup:
             if hard != resource.RLIM_INFINITY:
                 value = min(value, hard)
             resource.setrlimit(res, (value, value))
+
+
+class SetupReport:
+    """Which step of a ``ChildSetup`` failed, and its errno: a pipe (close-on-exec, so a
+    successful exec closes the child's end) the child writes one line into before it
+    fails. The parent reads it after the spawn raised; one per spawn, always closed."""
+
+    def __init__(self) -> None:
+        self._read, self.write_fd = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+
+    def setup(self, setup: ChildSetup) -> ChildSetup:
+        return replace(setup, report_fd=self.write_fd)
+
+    def failure(self) -> SetupFailure | None:
+        """What the child wrote (it has exited when the spawn raised), if anything."""
+        try:
+            raw = os.read(self._read, 512)
+        except BlockingIOError:
+            return None
+        parts = raw.decode(errors="replace").split("\0")
+        if len(parts) != 3 or not parts[1].isdigit():
+            return None
+        return SetupFailure(parts[0], int(parts[1]), parts[2])
+
+    def close(self) -> None:
+        for fd in (self._read, self.write_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+@dataclass(frozen=True)
+class SetupFailure:
+    step: str  # STEP_CGROUP, "mount plan", "uid/gid drop", ...
+    code: int  # the errno; 0: not an OSError
+    kind: str  # the exception's class name
+
+    @property
+    def cgroup_gone(self) -> bool:
+        """The sandbox's cgroup was removed before the child could join it (ENOENT: before
+        it opened ``cgroup.procs``; ENODEV: after)."""
+        return self.step == STEP_CGROUP and self.code in (errno.ENOENT, errno.ENODEV)
+
+    def __str__(self) -> str:
+        if not self.code:
+            return f"{self.step} failed ({self.kind})"
+        name = errno.errorcode.get(self.code, str(self.code))
+        return f"{self.step} failed: {name} ({os.strerror(self.code)})"
 
 
 def _count_processes_of(uid: int) -> int:

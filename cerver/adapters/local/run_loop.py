@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Protocol
 
 from cerver.adapters.base import ExecEvent, ExecResult
@@ -142,14 +142,16 @@ async def _await_exit(handle: RunHandle, queue: asyncio.Queue[tuple[str, bytes |
 
 
 async def stream_process(
-    launch: Launch, *, timeout_s: float, output_limit: int, track: set[int] | None = None
-) -> AsyncGenerator[ExecEvent, None]:
+    launch: Launch, *, timeout_s: float, output_limit: int, track: set[int] | None = None,
+    rebuild: Callable[[], Launch] | None = None,
+) -> AsyncGenerator[ExecEvent, None]:  # fmt: skip
     """Spawn ``launch`` and run it to completion as events (see ``stream_run``).
 
     ``track`` (optional) holds the process group ids of the runs in progress, so their
-    owner can kill them all (``delete_sandbox``).
+    owner can kill them all (``delete_sandbox``); ``rebuild`` makes the launch again when
+    its cgroup vanished before the start (``spawn``).
     """
-    proc = await spawn(launch)
+    proc = await spawn(launch, rebuild=rebuild)
     handle = _LocalRun(proc, pidns=launch.pidns, track=track)
     events = stream_run(handle, timeout_s=timeout_s, output_limit=output_limit)
     async with contextlib.aclosing(events):

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import logging
 import os
 import subprocess
+from collections.abc import Callable
 
 from cerver.adapters.local.capture import READ_CHUNK
-from cerver.adapters.local.isolation import Launch
+from cerver.adapters.local.isolation import Launch, SetupFailure, SetupReport
 from cerver.adapters.local.reaping import (
     KILL_WAIT_S,
     adopt_child,
@@ -23,6 +26,8 @@ from cerver.adapters.local.reaping import (
     signal_group,
 )
 from cerver.errors import ProviderError, SandboxLost
+
+log = logging.getLogger(__name__)
 
 
 class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
@@ -44,11 +49,46 @@ def exited_event(proc: asyncio.subprocess.Process) -> asyncio.Event:
     return protocol.exited
 
 
-async def spawn(launch: Launch, *, stdin: int = subprocess.DEVNULL) -> asyncio.subprocess.Process:
+async def spawn(
+    launch: Launch,
+    *,
+    stdin: int = subprocess.DEVNULL,
+    rebuild: Callable[[], Launch] | None = None,
+) -> asyncio.subprocess.Process:
+    """Start ``launch``. A child whose sandbox cgroup vanished before it joined (removed by
+    another server's sweep or a concurrent release; docs/security.md) never runs: with
+    ``rebuild``, which makes the cgroup again, the start is tried once more."""
     ensure_subreaper()
-    if not os.path.isdir(launch.workspace):
-        raise SandboxLost("the sandbox's workspace is gone")
+    for attempt in range(2):
+        if not os.path.isdir(launch.workspace):
+            raise SandboxLost("the sandbox's workspace is gone")
+        try:
+            return await _start(launch, stdin)
+        except _SetupFailed as failed:
+            if attempt or rebuild is None or not failed.failure.cgroup_gone:
+                raise ProviderError(
+                    f"could not start the sandbox process: {failed.failure}",
+                    details={"step": failed.failure.step, "errno": failed.errno_name},
+                ) from failed.__cause__
+            log.warning("the sandbox's cgroup vanished before its process joined; retrying")
+            launch = await asyncio.to_thread(rebuild)
+    raise AssertionError("unreachable")
+
+
+class _SetupFailed(Exception):
+    def __init__(self, failure: SetupFailure) -> None:
+        super().__init__(str(failure))
+        self.failure = failure
+
+    @property
+    def errno_name(self) -> str | None:
+        code = self.failure.code
+        return errno.errorcode.get(code, str(code)) if code else None
+
+
+async def _start(launch: Launch, stdin: int) -> asyncio.subprocess.Process:
     loop = asyncio.get_running_loop()
+    report = SetupReport()
     try:
         transport, protocol = await loop.subprocess_exec(
             lambda: _Protocol(READ_CHUNK, loop),
@@ -58,12 +98,18 @@ async def spawn(launch: Launch, *, stdin: int = subprocess.DEVNULL) -> asyncio.s
             stderr=subprocess.PIPE,
             env=launch.env,
             cwd=launch.cwd,
-            preexec_fn=launch.setup,
+            preexec_fn=report.setup(launch.setup),
             start_new_session=True,
             pass_fds=launch.pass_fds,
         )
     except (OSError, subprocess.SubprocessError) as exc:
+        failure = report.failure()
+        if failure is not None:
+            log.warning("a sandbox process's setup failed: %s (%s)", failure, exc)
+            raise _SetupFailed(failure) from exc
         raise ProviderError(f"could not start the sandbox process: {exc}") from exc
+    finally:
+        report.close()
     proc = asyncio.subprocess.Process(transport, protocol, loop)
     adopt_child(proc.pid)
     return proc
