@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 
 from cerver.adapters.base import ExecRequest, SandboxSpec
-from cerver.adapters.local import LocalAdapter, cgroups
+from cerver.adapters.local import LocalAdapter, cgroups, isolation
 from cerver.adapters.local.cgroups import SandboxCgroups
 from cerver.adapters.local.isolation import ChildSetup, Launch
-from cerver.adapters.local.layout import Limits
+from cerver.adapters.local.layout import Limits, LocalSandboxData
 from cerver.adapters.local.spawning import spawn
 from cerver.config import Settings
 from cerver.errors import ProviderError
@@ -244,3 +244,26 @@ async def test_a_run_whose_cgroup_keeps_vanishing_fails_closed(adapter: LocalAda
     # the next run (the cgroup left alone) works
     assert (await adapter.run(record, ExecRequest(code="echo ok"))).stdout == "ok\n"
     await adapter.delete_sandbox(record)
+
+
+# --------------------------------------------------------------------------- bwrap probe
+
+
+async def test_a_failed_bwrap_probe_start_is_not_remembered(node: Settings) -> None:
+    """A probe whose child setup failed (here: the workspace it exposes is gone) says
+    which step failed, and is probed again next time: not "bwrap does not work" forever."""
+    if os.geteuid() != 0:
+        pytest.skip("the mount plan (the failing step here) is only applied as root")
+    saved = dict(isolation._probe)
+    isolation._probe.clear()
+    try:
+        data = LocalSandboxData(
+            workspace=str(node.sandboxes_dir / "sbx_missing"), uid=os.getuid(),
+            gid=os.getgid(), dedicated_uid=False, isolation="bwrap", limits=LIMITS,
+        )  # fmt: skip
+        reason = await isolation.bwrap_unavailable_reason(node, data)
+        assert reason is not None and "mount plan failed: ENOENT" in reason
+        assert "result" not in isolation._probe
+    finally:
+        isolation._probe.clear()
+        isolation._probe.update(saved)

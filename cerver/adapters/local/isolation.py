@@ -504,6 +504,7 @@ async def bwrap_unavailable_reason(settings: Settings, data: LocalSandboxData) -
         probe = data.model_copy(update={"isolation": "bwrap"})
         launch = build_launch(settings, probe, ["/usr/bin/true"], network=False, env={})
         enable_subreaper()
+        report = SetupReport()
         try:
             proc = await asyncio.create_subprocess_exec(
                 *launch.argv,
@@ -512,15 +513,19 @@ async def bwrap_unavailable_reason(settings: Settings, data: LocalSandboxData) -
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
-                preexec_fn=launch.setup,
+                preexec_fn=report.setup(launch.setup),
                 start_new_session=True,
             )
             _, err = await asyncio.wait_for(proc.communicate(), 10)
         except (OSError, TimeoutError, ValueError, subprocess.SubprocessError) as exc:
-            reason = f"bwrap failed to start: {exc}"
-        else:
-            detail = err.decode(errors="replace").strip()
-            reason = None if proc.returncode == 0 else f"bwrap failed: {detail}"
+            # Not bwrap's verdict (our child setup, a fork under load, a slow node): said
+            # now, probed again next time, never remembered as "bwrap does not work".
+            failure = report.failure()
+            return f"bwrap failed to start: {failure or exc}"
+        finally:
+            report.close()
+        detail = err.decode(errors="replace").strip()
+        reason = None if proc.returncode == 0 else f"bwrap failed: {detail}"
     _probe["result"] = reason
     return reason
 
