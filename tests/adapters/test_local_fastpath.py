@@ -30,24 +30,31 @@ pytestmark = pytest.mark.timeout(30)
 SPEC = SandboxSpec(account_id="acct_fast")
 
 
-def _ancestors(pid: int) -> set[int]:
-    seen: set[int] = set()
-    while pid > 1 and pid not in seen:
-        seen.add(pid)
+def _parents(pid: int) -> list[int]:
+    """``pid``'s parent, grandparent, ... up to (not including) init."""
+    chain: list[int] = []
+    while pid > 1 and pid not in chain:
         try:
             with open(f"/proc/{pid}/stat", "rb") as fh:
                 raw = fh.read()
         except OSError:
             break
         pid = int(raw[raw.rfind(b")") + 2 :].split()[1])
-    return seen
+        chain.append(pid)
+    return chain
 
 
 def _our_infra_processes() -> list[int]:
-    """Supervisors / interpreters (and their bwrap) started by this test process."""
-    me, found = os.getpid(), []
-    for pid in _processes_with(INFRA_MARKER.decode()):
-        if pid != me and me in _ancestors(pid):
+    """Supervisors / interpreters (and their bwrap) started by this test process's own
+    adapters: every process between them and us is one of them. Not those of a Ray worker
+    this process started for another test (a server's warm pool), which descend from us
+    through Ray's processes."""
+    me = os.getpid()
+    infra = set(_processes_with(INFRA_MARKER.decode())) - {me}
+    found = []
+    for pid in infra:
+        chain = _parents(pid)
+        if me in chain and all(p in infra for p in chain[: chain.index(me)]):
             found.append(pid)
     return found
 
