@@ -144,6 +144,24 @@ async def test_back_to_back_runs_share_their_walks(tmp_path: Path) -> None:
     sandbox_disk.close()
 
 
+def test_walks_are_scheduled_on_uvloop_too(tmp_path: Path) -> None:
+    """Ray's actors and Serve's replicas run on uvloop, whose timer handles have no
+    ``when()``: a run's end re-schedules the walk its start asked for."""
+    import uvloop
+
+    async def runs() -> None:
+        sandbox_disk = _sandbox_disk(tmp_path, [])
+        for _ in range(3):
+            async with sandbox_disk.watch():
+                await asyncio.sleep(0.001)
+        await asyncio.sleep(3 * disk.MIN_POLL_S)
+        assert sandbox_disk.walks >= 1
+        sandbox_disk.close()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(runs())
+
+
 async def test_runs_between_two_turns_of_the_loop_make_one_walk(tmp_path: Path) -> None:
     """Whatever the machine's load: 50 runs that end before the loop turns, one walk."""
     sandbox_disk = _sandbox_disk(tmp_path, [])

@@ -132,6 +132,7 @@ class SandboxDisk:
         self._on_over = on_over
         self._runs: set[Watch] = set()
         self._timer: asyncio.TimerHandle | None = None  # the next walk, when one is due
+        self._timer_at = math.inf  # its loop time (uvloop's handles have no ``when()``)
         self._walk: asyncio.Task[None] | None = None  # the walk in flight
         self._dirty = False  # written to (maybe) since the last walk began
         self._last_walk = -math.inf  # loop time the last walk began
@@ -168,13 +169,13 @@ class SandboxDisk:
         loop = asyncio.get_running_loop()
         when = max(loop.time() + delay, self._last_walk + self._spacing)
         if self._timer is not None:
-            if self._timer.when() <= when:
+            if self._timer_at <= when:
                 return
             self._timer.cancel()
-        self._timer = loop.call_at(when, self._start_walk)
+        self._timer, self._timer_at = loop.call_at(when, self._start_walk), when
 
     def _start_walk(self) -> None:
-        self._timer = None
+        self._timer, self._timer_at = None, math.inf
         if not self._closed:
             self._walk = asyncio.get_running_loop().create_task(self._walk_once())
 
@@ -206,7 +207,7 @@ class SandboxDisk:
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = None
+            self._timer, self._timer_at = None, math.inf
         if self._walk is not None:
             self._walk.cancel()
             self._walk = None
