@@ -13,8 +13,9 @@ on a relay is confined exactly like a run on the ``local`` provider.
    ``hello`` with what the host offers, then requests and stream frames (``protocol``).
    Pings both ways; a gateway silent for ``heartbeat_timeout_s`` is given up on.
 3. Reconnect forever with exponential backoff and jitter (1 s doubling to 60 s). While the
-   gateway's port refuses connections (a restart in progress) the wait is capped at
-   ``RESTART_POLL_S`` so the relay is back within seconds of the gateway.
+   gateway is restarting (its port refuses connections, or its front door answers the
+   upgrade with 502/503/504 because the app behind it is not ready yet) the wait is capped
+   at ``RESTART_POLL_S`` so the relay is back within seconds of the gateway.
 """
 
 from __future__ import annotations
@@ -402,11 +403,25 @@ async def serve_forever(
                 print(f"Disconnected ({close[0]}: {close[1] or 'no reason'})", file=out,
                       flush=True)  # fmt: skip
         except (TimeoutError, OSError, InvalidHandshake, protocol.ProtocolError) as exc:
-            refused = isinstance(exc, ConnectionRefusedError)
+            refused = gateway_restarting(exc)
             log.info("connection to %s failed: %s", url, exc)
         wait = min(delay, RESTART_POLL_S) if refused else delay
         await asyncio.sleep(wait * random.uniform(0.5, 1.0))
         delay = min(delay * 2, BACKOFF_MAX_S)
+
+
+RESTARTING_STATUSES = frozenset({502, 503, 504})  # a front door up, the app behind it not
+
+
+def gateway_restarting(exc: BaseException) -> bool:
+    """Whether a failed connection looks like a gateway restart in progress: the port
+    refuses, or the front door (HAProxy, Serve's proxy) rejects the upgrade with a 502, 503
+    or 504 while the app behind it starts. Any other failure backs off exponentially."""
+    from websockets.exceptions import InvalidStatus
+
+    if isinstance(exc, ConnectionRefusedError):
+        return True
+    return isinstance(exc, InvalidStatus) and exc.response.status_code in RESTARTING_STATUSES
 
 
 # --- commands -------------------------------------------------------------------------------

@@ -1,0 +1,49 @@
+"""How the relay tells a gateway restart (poll soon) from another failure (back off)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from websockets.asyncio.client import connect
+
+from cerver.relay.agent import gateway_restarting
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.timeout(20)
+
+
+async def _failure_against(status: int | None) -> BaseException:
+    """What a WebSocket connect raises against a loopback port that answers the upgrade
+    with ``status`` (None: nothing listens there)."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(f"HTTP/1.1 {status} No\r\nContent-Length: 0\r\n\r\n".encode())
+        await writer.drain()
+        writer.close()
+
+    port = free_port()
+    server = await asyncio.start_server(answer, "127.0.0.1", port) if status else None
+    try:
+        async with connect(f"ws://127.0.0.1:{port}/v2/relay/connect", open_timeout=5):
+            pass
+    except BaseException as exc:  # what the relay's loop catches
+        return exc
+    finally:
+        if server is not None:
+            server.close()
+            await server.wait_closed()
+    raise AssertionError("the upgrade was accepted")
+
+
+@pytest.mark.parametrize("status", [None, 502, 503, 504])
+async def test_a_refused_port_or_a_front_door_without_its_app_is_a_restart(
+    status: int | None,
+) -> None:
+    assert gateway_restarting(await _failure_against(status))
+
+
+@pytest.mark.parametrize("status", [400, 404, 500])
+async def test_other_answers_back_off(status: int) -> None:
+    assert not gateway_restarting(await _failure_against(status))
