@@ -39,6 +39,8 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_sessions import pct  # p50/p95/p99/mean, as the session bench reports them
 
+from cerver.serve_app.timing import parse as parse_server_timing
+
 HERE = Path(__file__).resolve().parent
 
 RESULTS = HERE / "results" / "breakdown.json"
@@ -84,15 +86,6 @@ TARGETS = {"overhead_p50": 2.0, "overhead_p95": 5.0, "true_p50": 5.0, "runs_per_
 
 def load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
-
-
-def parse_server_timing(header: str) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for part in header.split(","):
-        name, _, rest = part.strip().partition(";")
-        if rest.startswith("dur="):
-            out[name] = float(rest[4:])
-    return out
 
 
 # --- the child: one server, one configuration -------------------------------------------

@@ -46,6 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _cpu import CpuSampler
 from _server import running_server
 
+from cerver.serve_app.timing import parse as parse_server_timing
+
 RESULTS = Path(__file__).resolve().parent / "results" / "tti.json"
 CREATE = {"compute": {"provider": "local"}, "runtime": "node"}
 COMMAND = {"code": "node -v", "language": "shell"}
@@ -92,10 +94,7 @@ class Sample:
 def phases(response: httpx.Response, client_ms: float) -> dict[str, float]:
     """The response's `Server-Timing` phases (ms), with `client` and `http` added."""
     out: dict[str, float] = {"client": client_ms}
-    for part in response.headers.get("server-timing", "").split(","):
-        name, _, dur = part.strip().partition(";dur=")
-        if name and dur:
-            out[name] = out.get(name, 0.0) + float(dur)
+    out.update(parse_server_timing(response.headers.get("server-timing", "")))
     if "app" in out:
         out["http"] = client_ms - out["app"]
     return out

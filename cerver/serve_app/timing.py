@@ -43,6 +43,17 @@ class Timing:
         return ", ".join(parts)
 
 
+def parse(header: str) -> dict[str, float]:
+    """A ``Server-Timing`` header back into its phases (ms); a phase named twice is summed,
+    an entry without ``dur`` is skipped. What benches and tests read."""
+    out: dict[str, float] = {}
+    for part in header.split(","):
+        name, _, rest = part.strip().partition(";")
+        if name and rest.startswith("dur="):
+            out[name] = out.get(name, 0.0) + float(rest[4:])
+    return out
+
+
 def timing_of(request: Request) -> Timing | None:
     found: Timing | None = request.scope.get("state", {}).get(STATE_KEY)
     return found

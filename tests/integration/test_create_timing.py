@@ -8,6 +8,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from cerver.serve_app.timing import parse as parse_server_timing
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 CREATE_PHASES = {
@@ -16,19 +18,11 @@ CREATE_PHASES = {
 }  # fmt: skip
 
 
-def _phases(header: str) -> dict[str, float]:
-    out = {}
-    for part in header.split(","):
-        name, _, dur = part.strip().partition(";dur=")
-        out[name] = float(dur)
-    return out
-
-
 def test_a_create_says_where_its_time_went(api: httpx.Client, store) -> None:  # type: ignore[no-untyped-def]
     r = api.post("/v2/sessions", json={"compute": {"provider": "local"}})
     assert r.status_code == 201, r.text
     body = r.json()
-    phases = _phases(r.headers["server-timing"])
+    phases = parse_server_timing(r.headers["server-timing"])
     assert set(phases) == CREATE_PHASES, phases
     assert all(v >= 0 for k, v in phases.items() if k != "actor"), phases
     assert phases["adapter"] <= phases["provision"]  # the provider's part of provisioning
@@ -49,7 +43,7 @@ def test_a_create_says_where_its_time_went(api: httpx.Client, store) -> None:  #
 def test_a_transcript_only_create_has_no_attach_phases(api: httpx.Client) -> None:
     r = api.post("/v2/sessions", json={"compute": None})
     assert r.status_code == 201, r.text
-    phases = _phases(r.headers["server-timing"])
+    phases = parse_server_timing(r.headers["server-timing"])
     assert {"admit", "choose", "store", "view", "app"} <= set(phases)
     assert not {"route", "provision", "commit"} & set(phases)
     api.delete(f"/v2/sessions/{r.json()['session_id']}")

@@ -13,18 +13,11 @@ import ray
 
 from cerver.config import Settings
 from cerver.serve_app.ingress import HAPROXY_FLAG
+from cerver.serve_app.timing import parse as parse_server_timing
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 RUN_PHASES = {"auth", "session+admit", "route", "actor", "sandbox", "commit", "host", "app"}
-
-
-def _phases(header: str) -> dict[str, float]:
-    out = {}
-    for part in header.split(","):
-        name, _, dur = part.strip().partition(";dur=")
-        out[name] = float(dur)
-    return out
 
 
 def _runs_held(settings: Settings, account_id: str) -> int:
@@ -51,7 +44,7 @@ def test_a_run_says_where_its_time_went_and_is_stored_before_the_answer(
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["stdout"] == f"run-{i}\n"
-        phases = _phases(r.headers["server-timing"])
+        phases = parse_server_timing(r.headers["server-timing"])
         assert set(phases) >= RUN_PHASES, phases
         assert all(v >= 0 for k, v in phases.items() if k != "actor"), phases
         # The host's own phases fit inside the replica's whole time.

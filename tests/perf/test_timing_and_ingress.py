@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request, Response
 
 from cerver.serve_app.ingress import HAPROXY_FLAG, ingress_env
 from cerver.serve_app.timing import ServerTiming, add, span
+from cerver.serve_app.timing import parse as parse_server_timing
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -44,20 +45,12 @@ async def _get(path: str) -> httpx.Response:
         return await client.get(path)
 
 
-def _parse(header: str) -> dict[str, float]:
-    out = {}
-    for part in header.split(","):
-        name, _, dur = part.strip().partition(";dur=")
-        out[name] = float(dur)
-    return out
-
-
 async def test_phases_are_reported_with_the_app_total_last() -> None:
     r = await _get("/phases")
     assert r.status_code == 200 and r.json() == {"ok": "yes"}
     header = r.headers["server-timing"]
     assert header.rsplit(", ", 1)[-1].startswith("app;dur=")
-    phases = _parse(header)
+    phases = parse_server_timing(header)
     assert set(phases) == {"auth", "commit", "app"}
     assert phases["commit"] == pytest.approx(2.0)
     assert 0 <= phases["auth"] <= phases["app"]
