@@ -5,7 +5,9 @@ collision, including with workspaces made before claims existed."""
 from __future__ import annotations
 
 import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cerver.adapters.local import layout
@@ -54,3 +56,23 @@ def test_a_claim_whose_workspace_vanished_is_taken_over(home: Path) -> None:
     os.utime(marker, (past, past))
     assert layout.claim_uid(settings, 4242, fresh)
     assert not layout.claim_uid(settings, 4242, layout.new_sandbox_id())
+
+
+def _claim_after(settings, sandbox_id: str, start: threading.Barrier) -> bool:  # type: ignore[no-untyped-def]
+    start.wait()
+    return layout.claim_uid(settings, layout.uid_for(settings, sandbox_id), sandbox_id)
+
+
+def test_the_first_claims_made_at_once_all_land(tmp_path: Path) -> None:
+    """Many creates at once on a fresh node all make the claims directory: each claim must
+    land in the one that stays (a directory renamed onto an empty one replaces it)."""
+    for round_ in range(300):
+        settings = _settings(tmp_path / f"home{round_}")
+        ids = [layout.new_sandbox_id() for _ in range(12)]
+        start = threading.Barrier(len(ids))
+
+        with ThreadPoolExecutor(len(ids)) as pool:
+            claimed = list(pool.map(_claim_after, [settings] * len(ids), ids, [start] * len(ids)))
+        assert all(claimed)
+        on_disk = {p.read_text() for p in layout.claims_dir(settings).iterdir()}
+        assert on_disk == set(ids)

@@ -15,6 +15,7 @@ the running Python interpreters, which are restarted on demand.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -129,23 +130,28 @@ def claims_dir(settings: Settings) -> Path:
 def _uid_claims(settings: Settings) -> Path:
     """The claims directory. Made on first use from the workspaces already there (made
     before claims existed), filled aside and renamed into place, so no claim is ever
-    checked against a half-filled directory."""
+    checked against a half-filled directory; under a lock, because a directory renamed
+    onto an empty one replaces it, and a claim being made in the replaced one would fail."""
     root = settings.sandboxes_dir
     claims = claims_dir(settings)
     if claims.is_dir():
         return claims
-    aside = claims.with_name(f".{claims.name}.{secrets.token_hex(4)}")
-    aside.mkdir(mode=0o700)
-    for entry in os.scandir(root):
-        if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
-            continue
-        with contextlib.suppress(FileNotFoundError):
-            owner = entry.stat(follow_symlinks=False).st_uid
-            (aside / str(owner)).write_text(entry.name)
+    lock = os.open(claims.with_name(f".{claims.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
     try:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # other threads and processes making it too
+        if claims.is_dir():
+            return claims
+        aside = claims.with_name(f".{claims.name}.{secrets.token_hex(4)}")
+        aside.mkdir(mode=0o700)
+        for entry in os.scandir(root):
+            if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                owner = entry.stat(follow_symlinks=False).st_uid
+                (aside / str(owner)).write_text(entry.name)
         os.rename(aside, claims)
-    except OSError:  # another process put its own in place first
-        shutil.rmtree(aside, ignore_errors=True)
+    finally:
+        os.close(lock)  # (closing releases the lock)
     return claims
 
 
