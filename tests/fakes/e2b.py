@@ -8,7 +8,7 @@ does through E2B's own routing proxy (``https://sandbox.e2b.app``): ``E2b-Sandbo
 and ``E2b-Sandbox-Port`` (49983 envd, 49999 code interpreter). No TLS, no wildcard DNS
 and no debug mode (which skips kills and pins envd to localhost:49983) are needed.
 
-Wire protocol served (see ``/work/shared/PROVIDERS.md``):
+Wire protocol served (see ``../shared/PROVIDERS.md`` beside the project root):
 
     control plane, header X-API-KEY, errors {"code": int, "message": str}
       POST   /v2/sandboxes                 201 {sandboxID, templateID, clientID, envdVersion,

@@ -2,7 +2,7 @@
 
 Each probe is what a hostile tenant or hostile code would try, and asserts the exact
 outcome: refused with which status and error, or contained (with the measured bound)
-and the server still answering. One module, run under /work/bin/heavy; the sandboxes are
+and the server still answering. One module; the sandboxes are
 shared by the probes that cannot harm each other, to keep it fast.
 """
 

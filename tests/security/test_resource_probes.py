@@ -4,7 +4,7 @@ Each probe exhausts one resource from inside a sandbox and asserts the exact out
 which bound stopped it (read from the sandbox's cgroup on the host, where the kernel
 counts it), what the run answered, that the server still answers and the sandbox's
 next run works. The shared test server's bounds (tests/conftest.py): 100 tasks, 1 GiB
-of memory, a 256 MiB / 12,000-file workspace budget. Run under /work/bin/heavy.
+of memory, a 256 MiB / 12,000-file workspace budget.
 """
 
 from __future__ import annotations
