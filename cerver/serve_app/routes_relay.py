@@ -24,6 +24,7 @@ from cerver.store import Account
 from cerver.store.relay import RelayIdentity
 
 log = logging.getLogger("cerver.relay")
+_going_offline: set[asyncio.Future[None]] = set()  # hosts being marked offline
 router = APIRouter(tags=["relay"], responses=ERROR_RESPONSES)
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
@@ -200,15 +201,23 @@ class RelaySocket:
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            # Offline at once: the hub fails calls in flight, the store says offline.
-            with contextlib.suppress(Exception):
-                await self.hub.detach.remote(cid, self.conn_id, self.reason)
-            with contextlib.suppress(Exception):
-                await asyncio.to_thread(self.c.store.relays.seen, cid, "offline")
-            log.info("relay %s disconnected: %s", cid, self.reason)
+            # Shielded: when the front door cancels this handler (the relay's connection
+            # dropped), the host must still go offline in the hub and the store.
+            offline = asyncio.ensure_future(self._offline(cid, tasks))
+            _going_offline.add(offline)  # held until done, even if this handler is not
+            offline.add_done_callback(_going_offline.discard)
+            await asyncio.shield(offline)
+
+    async def _offline(self, cid: str, tasks: list[asyncio.Task[None]]) -> None:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        # Offline at once: the hub fails calls in flight, the store says offline.
+        with contextlib.suppress(Exception):
+            await self.hub.detach.remote(cid, self.conn_id, self.reason)
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self.c.store.relays.seen, cid, "offline")
+        log.info("relay %s disconnected: %s", cid, self.reason)
 
     async def _from_relay(self) -> None:
         while True:
