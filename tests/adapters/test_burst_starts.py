@@ -25,7 +25,9 @@ pytestmark = pytest.mark.timeout(60)
 
 
 async def test_growth_waits_for_the_last_cold_start(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pool_module, "GROW_DELAY_S", 0.3)
+    # 1 s between cold starts 0.05 s apart: a loaded CI machine stretching one sleep
+    # past the delay would make growth legitimate, and the test flaky.
+    monkeypatch.setattr(pool_module, "GROW_DELAY_S", 1.0)
     counting = Counting()
     pool = WarmPool(counting.provision, counting.discard, max_size=4)
     pool.resize(1)
@@ -43,7 +45,7 @@ async def test_growth_waits_for_the_last_cold_start(monkeypatch: pytest.MonkeyPa
         pool.cold_start()
         await asyncio.sleep(0.05)
         assert len(pool) == refilled  # no growth while they do
-    assert await until(lambda: len(pool) == 4, timeout=3.0)  # then, to the demand
+    assert await until(lambda: len(pool) == 4, timeout=5.0)  # then, to the demand
     await pool.close()
 
 
