@@ -480,3 +480,37 @@ def test_sweep_removes_empty_leftovers_of_other_servers_only(
         other.remove_parents()
         backend.remove_parents()
     assert not any(p.exists() for p in other.parents())
+
+
+def test_sweep_walks_past_a_parent_that_goes_while_it_looks(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another server's parent vanishes between listing it and walking it (that server
+    shut down, or its own sweep emptied it): in CI this raised FileNotFoundError out of a
+    sandbox start. The race, made deterministic: the parent goes right after the listing."""
+    backend = _v1(settings) or _v2(settings)
+    if backend is None:
+        pytest.skip("no writable cgroups here")
+    other_home = tmp_path / "other"
+    other_home.mkdir()
+    other = cgroups.probe(make_settings(other_home, "bwrap"))[0]
+    assert other is not None
+    other.create("sbx_gone", LIMITS).remove()  # made its parents, now empty
+    real = cgroups._subdirs
+    listed: list[Path] = []
+
+    def then_the_other_server_goes(path: Path, prefix: str) -> list[Path]:
+        found = real(path, prefix)
+        if prefix == cgroups.PARENT_PREFIX:
+            listed.extend(found)
+            other.remove_parents()
+        return found
+
+    monkeypatch.setattr(cgroups, "_subdirs", then_the_other_server_goes)
+    try:
+        cgroups.sweep(backend, settings)
+        assert set(listed) & set(other.parents())  # it was listed, then went
+        assert not any(p.exists() for p in other.parents())
+    finally:
+        other.remove_parents()
+        backend.remove_parents()

@@ -33,6 +33,7 @@ import hashlib
 import logging
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -454,10 +455,12 @@ def sweep(backend: Backend, settings: Settings, stale_s: float = STALE_S) -> int
     ours = {p.name for p in backend.parents()}
     now = time.time()
     for base in {p.parent for p in backend.parents()}:
-        for parent in base.glob(f"{PARENT_PREFIX}*"):
+        for parent in _subdirs(base, PARENT_PREFIX):
             if parent.name in ours:
                 continue
-            for child in parent.glob(f"{SANDBOX_PREFIX}*"):
+            # Another server's parent can go while we walk it (it shut down, or its own
+            # sweep emptied it): what is gone needs no sweeping.
+            for child in _subdirs(parent, SANDBOX_PREFIX):
                 try:
                     if now - child.stat().st_mtime < stale_s or _pids(child / "cgroup.procs"):
                         continue
@@ -467,6 +470,15 @@ def sweep(backend: Backend, settings: Settings, stale_s: float = STALE_S) -> int
             with contextlib.suppress(OSError):
                 _rmdir(parent)
     return removed
+
+
+def _subdirs(path: Path, prefix: str) -> list[Path]:
+    """``path``'s directories named ``prefix*``; none when ``path`` is gone."""
+    try:
+        with os.scandir(path) as entries:
+            return [Path(e.path) for e in entries if e.name.startswith(prefix) and e.is_dir()]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
 
 
 # --------------------------------------------------------------------------- per adapter
@@ -479,16 +491,19 @@ class SandboxCgroups:
         self._settings = settings
         self._backend: Backend | None = None
         self._probed = False
+        self._probing = threading.Lock()  # concurrent first starts probe and sweep once
         self._live: dict[str, Cgroup] = {}
 
     def backend(self) -> Backend | None:
         """The node's backend (None: no cgroups); ProviderError when they are required and
         cannot be had. The first call also removes cgroups left by a killed server."""
         if not self._probed:
-            backend = require(self._settings)
-            if backend is not None:
-                sweep(backend, self._settings)
-            self._backend, self._probed = backend, True
+            with self._probing:
+                if not self._probed:
+                    backend = require(self._settings)
+                    if backend is not None:
+                        sweep(backend, self._settings)
+                    self._backend, self._probed = backend, True
         return self._backend
 
     @property
