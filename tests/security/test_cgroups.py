@@ -452,9 +452,10 @@ def test_the_settings_are_read_and_checked(monkeypatch: pytest.MonkeyPatch, tmp_
         Settings.from_env()
 
 
-def test_sweep_removes_empty_leftovers_of_other_servers_only(
+def _ours_and_another_servers(
     settings: Settings, tmp_path: Path
-) -> None:
+) -> tuple[cgroups.Backend, cgroups.Backend]:
+    """This node's backend for ``settings``, and another server's on the same node."""
     backend = _v1(settings) or _v2(settings)
     if backend is None:
         pytest.skip("no writable cgroups here")
@@ -462,6 +463,13 @@ def test_sweep_removes_empty_leftovers_of_other_servers_only(
     other_home.mkdir()
     other = cgroups.probe(make_settings(other_home, "bwrap"))[0]
     assert other is not None
+    return backend, other
+
+
+def test_sweep_removes_empty_leftovers_of_other_servers_only(
+    settings: Settings, tmp_path: Path
+) -> None:
+    backend, other = _ours_and_another_servers(settings, tmp_path)
     empty = other.create("sbx_leftover", LIMITS)
     busy = other.create("sbx_busy", LIMITS)
     proc = spawn_in(busy, FORKER)
@@ -488,13 +496,7 @@ def test_sweep_walks_past_a_parent_that_goes_while_it_looks(
     """Another server's parent vanishes between listing it and walking it (that server
     shut down, or its own sweep emptied it): in CI this raised FileNotFoundError out of a
     sandbox start. The race, made deterministic: the parent goes right after the listing."""
-    backend = _v1(settings) or _v2(settings)
-    if backend is None:
-        pytest.skip("no writable cgroups here")
-    other_home = tmp_path / "other"
-    other_home.mkdir()
-    other = cgroups.probe(make_settings(other_home, "bwrap"))[0]
-    assert other is not None
+    backend, other = _ours_and_another_servers(settings, tmp_path)
     other.create("sbx_gone", LIMITS).remove()  # made its parents, now empty
     real = cgroups._subdirs
     listed: list[Path] = []
