@@ -14,7 +14,8 @@ on a relay is confined exactly like a run on the ``local`` provider.
    Pings both ways; a gateway silent for ``heartbeat_timeout_s`` is given up on.
 3. Reconnect forever with exponential backoff and jitter (1 s doubling to 60 s). While the
    gateway is restarting (its port refuses connections, or its front door answers the
-   upgrade with 502/503/504 because the app behind it is not ready yet) the wait is capped
+   upgrade with 502/503/504, or with its own 404 for a path no app routes yet, because the
+   app behind it is not ready yet) the wait is capped
    at ``RESTART_POLL_S`` so the relay is back within seconds of the gateway.
 """
 
@@ -379,7 +380,6 @@ async def serve_forever(
     url = socket_url(cred.gateway)
     delay = BACKOFF_START_S
     while True:
-        refused = False
         try:
             async with connect(
                 url,
@@ -404,24 +404,49 @@ async def serve_forever(
                       flush=True)  # fmt: skip
         except (TimeoutError, OSError, InvalidHandshake, protocol.ProtocolError) as exc:
             refused = gateway_restarting(exc)
-            log.info("connection to %s failed: %s", url, exc)
-        wait = min(delay, RESTART_POLL_S) if refused else delay
-        await asyncio.sleep(wait * random.uniform(0.5, 1.0))
+            wait = (min(delay, RESTART_POLL_S) if refused else delay) * random.uniform(0.5, 1.0)
+            why = "restarting" if refused else "unreachable"
+            print(f"Gateway {why} ({_reason(exc)}); retrying in {wait:.1f} s", file=out,
+                  flush=True)  # fmt: skip
+        else:
+            wait = delay * random.uniform(0.5, 1.0)
+        await asyncio.sleep(wait)
         delay = min(delay * 2, BACKOFF_MAX_S)
 
 
+def _reason(exc: BaseException) -> str:
+    """One short line on why a connection failed (no URL: it may carry a query)."""
+    from websockets.exceptions import InvalidStatus
+
+    if isinstance(exc, InvalidStatus):
+        return f"HTTP {exc.response.status_code}"
+    return type(exc).__name__ + (
+        f": {exc.strerror}" if isinstance(exc, OSError) and exc.strerror else ""
+    )
+
+
 RESTARTING_STATUSES = frozenset({502, 503, 504})  # a front door up, the app behind it not
+# What Serve's front doors (HAProxy's default backend, Serve's proxy) answer, as a 404, for
+# a path no application routes yet: the gateway's app is not deployed again so far. Our
+# app's own 404s are JSON errors and never say this.
+NO_APP_YET = b"Ping http://.../-/routes for available routes."
 
 
 def gateway_restarting(exc: BaseException) -> bool:
     """Whether a failed connection looks like a gateway restart in progress: the port
-    refuses, or the front door (HAProxy, Serve's proxy) rejects the upgrade with a 502, 503
-    or 504 while the app behind it starts. Any other failure backs off exponentially."""
+    refuses, or the front door (HAProxy, Serve's proxy) rejects the upgrade because the app
+    behind it is not up yet: a 502, 503 or 504, or the front door's own 404 for a path no
+    application routes yet. Any other failure backs off exponentially."""
     from websockets.exceptions import InvalidStatus
 
     if isinstance(exc, ConnectionRefusedError):
         return True
-    return isinstance(exc, InvalidStatus) and exc.response.status_code in RESTARTING_STATUSES
+    if not isinstance(exc, InvalidStatus):
+        return False
+    response = exc.response
+    if response.status_code in RESTARTING_STATUSES:
+        return True
+    return response.status_code == 404 and NO_APP_YET in bytes(response.body)
 
 
 # --- commands -------------------------------------------------------------------------------

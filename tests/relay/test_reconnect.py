@@ -13,13 +13,14 @@ from tests.conftest import free_port
 pytestmark = pytest.mark.timeout(20)
 
 
-async def _failure_against(status: int | None) -> BaseException:
+async def _failure_against(status: int | None, body: bytes = b"") -> BaseException:
     """What a WebSocket connect raises against a loopback port that answers the upgrade
-    with ``status`` (None: nothing listens there)."""
+    with ``status`` and ``body`` (None: nothing listens there)."""
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
-        writer.write(f"HTTP/1.1 {status} No\r\nContent-Length: 0\r\n\r\n".encode())
+        head = f"HTTP/1.1 {status} No\r\nContent-Length: {len(body)}\r\n\r\n"
+        writer.write(head.encode() + body)
         await writer.drain()
         writer.close()
 
@@ -47,3 +48,20 @@ async def test_a_refused_port_or_a_front_door_without_its_app_is_a_restart(
 @pytest.mark.parametrize("status", [400, 404, 500])
 async def test_other_answers_back_off(status: int) -> None:
     assert not gateway_restarting(await _failure_against(status))
+
+
+# What HAProxy's default backend (Ray's template) and Serve's proxy answer, word for word,
+# for a path no application routes: while the gateway restarts, before its app is deployed.
+FRONT_DOOR_404 = (
+    b"Path '/v2/relay/connect' not found. Ping http://.../-/routes for available routes."
+)
+
+
+async def test_the_front_doors_404_before_the_app_is_deployed_is_a_restart() -> None:
+    """CI: a relay that backed off exponentially on these 404s was not back within 10 s."""
+    assert gateway_restarting(await _failure_against(404, FRONT_DOOR_404))
+
+
+async def test_the_apps_own_404_backs_off() -> None:
+    app_404 = b'{"error": {"code": "not_found", "message": "no such route"}}'
+    assert not gateway_restarting(await _failure_against(404, app_404))
