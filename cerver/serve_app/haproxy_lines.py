@@ -17,14 +17,22 @@ If Ray's config no longer has that frontend, the launcher refuses to start HAPro
 why (Serve then fails to start its proxy): a front door silently without these lines would
 rate-limit every client as one.
 
+HAProxy also dies with the Ray process that started it (``PR_SET_PDEATHSIG``, kept across
+the ``exec``). Ray stops it on a clean shutdown, but a proxy actor killed outright (its
+node lost, its raylet killed, SIGKILL) left HAProxy running, still bound to the server's
+port with ``SO_REUSEPORT``: the next server on that port shared its connections with a
+front door whose replicas were gone (found by CI: HAProxy processes outliving the suite).
+
 Stdlib only, run with ``python -I -S``: it runs on every HAProxy start and reload.
 """
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import itertools
 import os
+import signal
 import sys
 
 FRONTEND = "frontend http_frontend"
@@ -72,9 +80,26 @@ def edit_in_place(path: str) -> None:
                 f.write(edited)
 
 
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent() -> None:
+    """SIGTERM (HAProxy's hard stop: its ports are freed at once) when the process that
+    started us exits; exit now if it already has."""
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"prctl(PR_SET_PDEATHSIG): {os.strerror(errno)}")
+    if os.getppid() != parent:  # it died before the signal was armed
+        raise SystemExit(0)
+
+
 def main(argv: list[str]) -> None:
-    """``haproxy_lines.py REAL_HAPROXY ARGS...``: edit the config, then exec HAProxy."""
+    """``haproxy_lines.py REAL_HAPROXY ARGS...``: edit the config, arm the parent-death
+    signal, then exec HAProxy."""
     binary, args = argv[0], argv[1:]
+    die_with_parent()
     try:
         edit_in_place(config_path(args))
     except (ConfigChanged, OSError) as e:

@@ -7,10 +7,15 @@ config-check mode (-c)."""
 from __future__ import annotations
 
 import ipaddress
+import os
 import shutil
+import signal
+import socket
 import stat
 import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,8 +28,9 @@ from tests.conftest import free_port
 
 pytestmark = pytest.mark.timeout(60)
 
-# Checked (-c), never run: nothing binds the port.
-CONFIG = f"""global
+
+def config_on(port: int) -> str:
+    return f"""global
     maxconn 100
 defaults
     mode http
@@ -32,11 +38,14 @@ defaults
     timeout client 5s
     timeout server 5s
 frontend http_frontend
-    bind 127.0.0.1:{free_port()}
+    bind 127.0.0.1:{port}
     default_backend default_backend
 backend default_backend
     http-request return status 404
 """
+
+
+CONFIG = config_on(free_port())  # checked (-c), never run: nothing binds the port
 
 
 @pytest.fixture
@@ -88,6 +97,60 @@ def test_the_launcher_refuses_a_config_it_cannot_edit(env: dict[str, str]) -> No
     done = subprocess.run([launcher, "-c", "-f", config], capture_output=True, timeout=30)
     assert done.returncode == 78
     assert b"not starting HAProxy" in done.stderr and b"CERVER_SERVE_HAPROXY=0" in done.stderr
+
+
+# A parent that starts the launcher the way Ray's proxy actor does, says HAProxy's pid, and
+# waits to be killed.
+PARENT = """
+import subprocess, sys, time
+child = subprocess.Popen(sys.argv[1:])
+print(child.pid, flush=True)
+time.sleep(300)
+"""
+
+
+def _gone(pid: int, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return True
+        if state == "Z":  # exited; its new parent has yet to reap it
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_haproxy_dies_with_the_process_that_started_it(env: dict[str, str]) -> None:
+    """A proxy actor killed outright (node lost, SIGKILL) must not leave its HAProxy bound
+    to the server's port (CI found them outliving the suite)."""
+    port = free_port()
+    config = Path(env["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"])
+    config.write_text(config_on(port))
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, env[BINARY_VAR], "-db", "-f", str(config)],
+        stdout=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert parent.stdout is not None
+        haproxy = int(parent.stdout.readline())
+        deadline = time.monotonic() + 10
+        while not _listening(port):  # the real HAProxy is up, serving
+            assert time.monotonic() < deadline, "HAProxy never listened"
+            time.sleep(0.05)
+        assert Path(f"/proc/{haproxy}/exe").resolve().name == "haproxy"
+        parent.kill()
+        parent.wait(timeout=10)
+        assert _gone(haproxy), "HAProxy outlived the process that started it"
+        assert not _listening(port)
+    finally:
+        os.killpg(parent.pid, signal.SIGKILL)  # (whatever is left in its group)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 LOCAL = [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")]
