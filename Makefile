@@ -27,11 +27,13 @@ check: $(STAMP)
 	$(BIN)/mypy clients/cerver-mcp/src
 
 # tests/cluster starts its own multi-node Ray cluster: it runs in its own pytest process,
-# once with a SQLite store and once with PostgreSQL.
+# once with a SQLite store and once with PostgreSQL. tests.reaped fails a run that leaves a
+# process behind (and kills it): no process outlives the suite.
+REAPED = $(BIN)/python -m tests.reaped
 pytest: $(STAMP)
-	$(BIN)/python -m pytest --ignore=tests/cluster $(PYTEST_ARGS)
-	CERVER_TEST_CLUSTER_STORE=sqlite $(BIN)/python -m pytest tests/cluster $(PYTEST_ARGS)
-	CERVER_TEST_CLUSTER_STORE=postgresql $(BIN)/python -m pytest tests/cluster $(PYTEST_ARGS)
+	$(REAPED) $(BIN)/python -m pytest --ignore=tests/cluster $(PYTEST_ARGS)
+	CERVER_TEST_CLUSTER_STORE=sqlite $(REAPED) $(BIN)/python -m pytest tests/cluster $(PYTEST_ARGS)
+	CERVER_TEST_CLUSTER_STORE=postgresql $(REAPED) $(BIN)/python -m pytest tests/cluster $(PYTEST_ARGS)
 
 test: check pytest
 

@@ -55,7 +55,8 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
-def _reap_children() -> None:
+def reap_children() -> None:
+    """Reap every child of this process that has exited (re-parented orphans included)."""
     with contextlib.suppress(ChildProcessError):
         while os.waitpid(-1, os.WNOHANG)[0] > 0:
             pass
@@ -67,15 +68,20 @@ def kill_descendants(timeout_s: float) -> set[int]:
     deadline = time.monotonic() + timeout_s
     me = os.getpid()
     while True:
-        left = {p for p in descendants(me) if not _zombie(p)}
+        left = living_descendants(me)
         if not left or time.monotonic() > deadline:
-            _reap_children()
+            reap_children()
             return left
         for pid in left:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.05)
-        _reap_children()
+        reap_children()
+
+
+def living_descendants(pid: int) -> set[int]:
+    """The processes below ``pid`` that have not exited (zombies left out)."""
+    return {p for p in descendants(pid) if not _zombie(p)}
 
 
 def _zombie(pid: int) -> bool:
