@@ -15,8 +15,8 @@ on a relay is confined exactly like a run on the ``local`` provider.
 3. Reconnect forever with exponential backoff and jitter (1 s doubling to 60 s). While the
    gateway is restarting (its port refuses connections, or its front door answers the
    upgrade with 502/503/504, or with its own 404 for a path no app routes yet, because the
-   app behind it is not ready yet) the wait is capped
-   at ``RESTART_POLL_S`` so the relay is back within seconds of the gateway.
+   app behind it is not ready yet) the wait is capped at ``RESTART_POLL_S`` so the relay
+   is back within seconds of the gateway. Each failed attempt prints why, and the wait.
 """
 
 from __future__ import annotations
