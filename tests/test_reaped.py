@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import exited
 
 pytestmark = pytest.mark.timeout(60)
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,19 +22,6 @@ def _reaped(code: str) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-m", "tests.reaped", sys.executable, "-c", code],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=45,
     )  # fmt: skip
-
-
-def _gone(pid: int) -> bool:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except FileNotFoundError:
-            return True
-        if state == "Z":
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_a_clean_command_passes_and_its_status_goes_through() -> None:
@@ -53,7 +41,7 @@ def test_a_process_left_behind_fails_the_run_and_is_killed() -> None:
     assert done.returncode == 1, done.stderr
     pid = int(done.stdout.split()[0])
     assert f"pid {pid}: sleep 300" in done.stderr
-    assert _gone(pid)
+    assert exited(pid)
 
 
 def test_orphans_that_exit_during_the_command_are_not_counted() -> None:

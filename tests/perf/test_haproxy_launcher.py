@@ -24,7 +24,7 @@ import pytest
 from cerver.serve_app.haproxy_lines import ConfigChanged, with_cerver_lines
 from cerver.serve_app.ingress import BINARY_VAR, DRAIN_VAR, FORWARDS_FLAG, ingress_env
 from cerver.serve_app.ratelimit import client_address, client_key, local_haproxy
-from tests.conftest import free_port
+from tests.conftest import exited, free_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -109,19 +109,6 @@ time.sleep(300)
 """
 
 
-def _gone(pid: int, timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except FileNotFoundError:
-            return True
-        if state == "Z":  # exited; its new parent has yet to reap it
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_haproxy_dies_with_the_process_that_started_it(env: dict[str, str]) -> None:
     """A proxy actor killed outright (node lost, SIGKILL) must not leave its HAProxy bound
     to the server's port (CI found them outliving the suite)."""
@@ -142,7 +129,7 @@ def test_haproxy_dies_with_the_process_that_started_it(env: dict[str, str]) -> N
         assert Path(f"/proc/{haproxy}/exe").resolve().name == "haproxy"
         parent.kill()
         parent.wait(timeout=10)
-        assert _gone(haproxy), "HAProxy outlived the process that started it"
+        assert exited(haproxy), "HAProxy outlived the process that started it"
         # Its leader thread can be a zombie while its other threads still close the socket.
         deadline = time.monotonic() + 10
         while _listening(port):
