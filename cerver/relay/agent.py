@@ -380,6 +380,7 @@ async def serve_forever(
     url = socket_url(cred.gateway)
     delay = BACKOFF_START_S
     while True:
+        refused = False
         try:
             async with connect(
                 url,
@@ -411,7 +412,9 @@ async def serve_forever(
         else:
             wait = delay * random.uniform(0.5, 1.0)
         await asyncio.sleep(wait)
-        delay = min(delay * 2, BACKOFF_MAX_S)
+        # Polls of a restarting gateway do not grow the backoff past their own cap: a
+        # different failure right after a restart must not inherit minutes of waiting.
+        delay = min(delay * 2, RESTART_POLL_S if refused else BACKOFF_MAX_S)
 
 
 def _reason(exc: BaseException) -> str:

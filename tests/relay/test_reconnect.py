@@ -65,3 +65,45 @@ async def test_the_front_doors_404_before_the_app_is_deployed_is_a_restart() -> 
 async def test_the_apps_own_404_backs_off() -> None:
     app_404 = b'{"error": {"code": "not_found", "message": "no such route"}}'
     assert not gateway_restarting(await _failure_against(404, app_404))
+
+
+async def test_a_failure_after_a_restart_does_not_inherit_its_polls_backoff(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Six refused polls, then a 400 (not a restart): the 400 waits at most the restart
+    poll's cap, not the minute that doubling through the polls would have reached."""
+    import io
+
+    from cerver.relay import agent
+
+    port = free_port()
+    waits: list[float] = []
+    servers: list[asyncio.Server] = []
+    real_sleep = asyncio.sleep
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 400 No\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    async def counted(seconds: float) -> None:  # the loop's waits, recorded, not slept
+        waits.append(seconds)
+        if len(waits) == 6:  # the gateway is back, answering something else
+            servers.append(await asyncio.start_server(answer, "127.0.0.1", port))
+        if len(waits) == 7:
+            raise asyncio.CancelledError
+        await real_sleep(0)
+
+    monkeypatch.setattr(agent.asyncio, "sleep", counted)
+    cred = agent.Credential(gateway=f"http://127.0.0.1:{port}", credential="c", compute_id="x")
+    out = io.StringIO()
+    try:
+        with pytest.raises(asyncio.CancelledError):
+            await agent.serve_forever(cred, None, None, out=out)  # type: ignore[arg-type]
+    finally:
+        for server in servers:
+            server.close()
+            await server.wait_closed()
+    assert "Gateway unreachable (HTTP 400)" in out.getvalue().splitlines()[-1]
+    assert all(w <= agent.RESTART_POLL_S for w in waits)
